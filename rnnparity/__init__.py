@@ -1,0 +1,34 @@
+"""NumPy twins of the Keras recurrent layers, and the tools that prove they match Keras.
+
+``import rnnparity`` loads NumPy only; Keras is imported lazily by :func:`from_keras`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rnnparity.compare import assert_parity, compare
+from rnnparity.gru import GRU, GRUCell
+from rnnparity.lstm import LSTM, LSTMCell
+from rnnparity.simple_rnn import SimpleRNN, SimpleRNNCell
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GRU",
+    "LSTM",
+    "GRUCell",
+    "LSTMCell",
+    "SimpleRNN",
+    "SimpleRNNCell",
+    "assert_parity",
+    "compare",
+    "from_keras",
+]
+
+
+def from_keras(layer: Any) -> Any:
+    """A twin with ``layer``'s configuration and a copy of its weights (see keras_adapter)."""
+    from rnnparity.keras_adapter import from_keras as _from_keras
+
+    return _from_keras(layer)

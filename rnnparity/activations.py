@@ -1,0 +1,252 @@
+"""NumPy activations, named and defined as the emulated Keras version defines them.
+
+Every function takes and returns an ``ndarray`` of the same floating dtype. Where Keras
+saturates to ``inf`` (``exponential`` of a large value), so do these; NumPy's overflow
+warning is silenced for that one computation because the ``inf`` *is* the Keras answer.
+
+The one formula that differs between the two Kerases is ``hard_sigmoid``:
+
+* Keras 2 (``tf_keras``, ``tf.keras`` on TensorFlow <= 2.15): ``clip(0.2 * x + 0.5, 0, 1)``,
+  linear on ``[-2.5, 2.5]``.
+* Keras 3: ``relu6(x + 3) / 6`` = ``clip(x / 6 + 0.5, 0, 1)``, linear on ``[-3, 3]``.
+
+A model trained under Keras 2 with ``recurrent_activation="hard_sigmoid"`` (the Keras 2.2
+default) therefore predicts different numbers when loaded into Keras 3.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Union
+
+import numpy as np
+
+Activation = Callable[[np.ndarray], np.ndarray]
+ActivationLike = Union[str, Activation, None]
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+# TensorFlow's gelu multiplies by 1/sqrt(2) converted through a float32 constant, in
+# float64 too; the twin uses the same rounded constant to agree to the last bits.
+_SQRT_HALF_AS_FLOAT32 = float(np.float32(1.0 / math.sqrt(2.0)))
+
+_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+
+
+def linear(x: np.ndarray) -> np.ndarray:
+    return x
+
+
+def tanh(x: np.ndarray) -> np.ndarray:
+    return np.tanh(x)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    # exp(-|x|) never overflows; both branches are exact to rounding.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def hard_sigmoid_keras2(x: np.ndarray) -> np.ndarray:
+    """Keras 2: ``clip(0.2 * x + 0.5, 0, 1)``."""
+    return np.clip(x * x.dtype.type(0.2) + x.dtype.type(0.5), 0, 1)
+
+
+def hard_sigmoid_keras3(x: np.ndarray) -> np.ndarray:
+    """Keras 3: ``relu6(x + 3) / 6``."""
+    return np.clip(x + x.dtype.type(3), 0, 6) / x.dtype.type(6)
+
+
+def hard_silu_keras3(x: np.ndarray) -> np.ndarray:
+    return x * hard_sigmoid_keras3(x)
+
+
+def relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0)
+
+
+def relu6(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, 0, 6)
+
+
+def leaky_relu(x: np.ndarray) -> np.ndarray:
+    # TensorFlow's LeakyRelu op stores alpha as a 32-bit attribute, even for float64 inputs.
+    return np.where(x > 0, x, x * x.dtype.type(np.float32(0.2)))
+
+
+def elu(x: np.ndarray) -> np.ndarray:
+    return np.where(x > 0, x, np.expm1(np.minimum(x, 0)))
+
+
+def selu(x: np.ndarray) -> np.ndarray:
+    neg = x.dtype.type(_SELU_SCALE * _SELU_ALPHA) * np.expm1(np.minimum(x, 0))
+    return np.where(x > 0, x.dtype.type(_SELU_SCALE) * x, neg)
+
+
+def celu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0) + np.expm1(np.minimum(x, 0))
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(x.dtype.type(0), x)
+
+
+def softsign(x: np.ndarray) -> np.ndarray:
+    return x / (1 + np.abs(x))
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x * sigmoid(x)
+
+
+def gelu(x: np.ndarray) -> np.ndarray:
+    """Exact GELU, ``0.5 * x * erfc(-x / sqrt(2))`` (the Keras default, not the tanh form)."""
+    x64 = x.astype(np.float64)
+    return (0.5 * x64 * _erfc(-x64 * _SQRT_HALF_AS_FLOAT32)).astype(x.dtype)
+
+
+def exponential(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return np.exp(x)
+
+
+def mish(x: np.ndarray) -> np.ndarray:
+    return x * np.tanh(softplus(x))
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    shifted = x - np.max(x, axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    return e / np.sum(e, axis=-1, keepdims=True)
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    shifted = x - np.max(x, axis=-1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+
+
+def log_sigmoid(x: np.ndarray) -> np.ndarray:
+    return -softplus(-x)
+
+
+def hard_tanh(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, -1, 1)
+
+
+def hard_shrink(x: np.ndarray) -> np.ndarray:
+    return np.where(np.abs(x) > 0.5, x, x.dtype.type(0))
+
+
+def soft_shrink(x: np.ndarray) -> np.ndarray:
+    half = x.dtype.type(0.5)
+    return np.where(x > half, x - half, np.where(x < -half, x + half, x.dtype.type(0)))
+
+
+def tanh_shrink(x: np.ndarray) -> np.ndarray:
+    return x - np.tanh(x)
+
+
+def sparse_plus(x: np.ndarray) -> np.ndarray:
+    quarter = x.dtype.type(0.25)
+    inner = np.where(x < 1, quarter * np.square(x + 1), x)
+    return np.where(x <= -1, x.dtype.type(0), inner)
+
+
+def sparse_sigmoid(x: np.ndarray) -> np.ndarray:
+    inner = np.where(x >= 1, x.dtype.type(1), x.dtype.type(0.5) * (x + 1))
+    return np.where(x <= -1, x.dtype.type(0), inner)
+
+
+def squareplus(x: np.ndarray) -> np.ndarray:
+    return (x + np.sqrt(np.square(x) + x.dtype.type(4))) / 2
+
+
+def sparsemax(x: np.ndarray) -> np.ndarray:
+    z = -np.sort(-x, axis=-1)
+    cumsum = np.cumsum(z, axis=-1)
+    k = np.arange(1, x.shape[-1] + 1, dtype=x.dtype)
+    support = z - (cumsum - 1) / k > 0
+    k_support = np.sum(support, axis=-1, keepdims=True).astype(x.dtype)
+    tau = (np.sum(np.where(support, cumsum, 0), axis=-1, keepdims=True) - 1) / k_support
+    return np.maximum(x - tau, 0)
+
+
+# Names each Keras accepts for an activation of a recurrent layer, and what they compute.
+_COMMON: dict[str, Activation] = {
+    "linear": linear,
+    "tanh": tanh,
+    "sigmoid": sigmoid,
+    "relu": relu,
+    "relu6": relu6,
+    "leaky_relu": leaky_relu,
+    "elu": elu,
+    "selu": selu,
+    "softplus": softplus,
+    "softsign": softsign,
+    "swish": silu,
+    "silu": silu,
+    "gelu": gelu,
+    "exponential": exponential,
+    "mish": mish,
+    "softmax": softmax,
+    "log_softmax": log_softmax,
+}
+
+KERAS2_ACTIVATIONS: dict[str, Activation] = {**_COMMON, "hard_sigmoid": hard_sigmoid_keras2}
+
+KERAS3_ACTIVATIONS: dict[str, Activation] = {
+    **_COMMON,
+    "hard_sigmoid": hard_sigmoid_keras3,
+    "hard_silu": hard_silu_keras3,
+    "hard_swish": hard_silu_keras3,
+    "celu": celu,
+    "log_sigmoid": log_sigmoid,
+    "hard_tanh": hard_tanh,
+    "hard_shrink": hard_shrink,
+    "soft_shrink": soft_shrink,
+    "tanh_shrink": tanh_shrink,
+    "sparse_plus": sparse_plus,
+    "sparse_sigmoid": sparse_sigmoid,
+    "squareplus": squareplus,
+    "sparsemax": sparsemax,
+}
+
+# Keras names that cannot be an RNN activation: they need extra arguments or change shape.
+_UNUSABLE = {
+    "glu": "it halves the last axis, so the state would no longer have `units` columns",
+    "threshold": "it needs `threshold` and `default_value` arguments that a name cannot carry",
+}
+
+
+def activations_for(keras_version: int) -> dict[str, Activation]:
+    """The activation names the emulated Keras version accepts, with their functions."""
+    return KERAS2_ACTIVATIONS if keras_version == 2 else KERAS3_ACTIVATIONS
+
+
+def get(identifier: ActivationLike, keras_version: int, argument: str = "activation") -> tuple[str, Activation]:
+    """Resolve an activation name (or ``None``, or a NumPy callable) to ``(name, function)``.
+
+    Raises ``ValueError`` naming ``argument`` for a name the emulated Keras does not know,
+    and ``TypeError`` for anything that is neither a string, ``None`` nor callable.
+    """
+    if identifier is None:
+        return "linear", linear
+    if isinstance(identifier, str):
+        table = activations_for(keras_version)
+        if identifier in table:
+            return identifier, table[identifier]
+        if identifier in _UNUSABLE:
+            raise ValueError(f"{argument}={identifier!r} cannot be used in a recurrent layer: {_UNUSABLE[identifier]}")
+        other = activations_for(5 - keras_version)
+        hint = f" (it exists in Keras {5 - keras_version} only)" if identifier in other else ""
+        raise ValueError(
+            f"{argument}={identifier!r} is not an activation of Keras {keras_version}{hint}; "
+            f"expected one of {sorted(table)}"
+        )
+    if callable(identifier):
+        return getattr(identifier, "__name__", repr(identifier)), identifier
+    raise TypeError(
+        f"{argument} must be an activation name, None or a callable taking a NumPy array; "
+        f"got {type(identifier).__name__} {identifier!r}"
+    )

@@ -1,0 +1,117 @@
+"""The one tolerance helper: compare a twin's result with Keras's, structure and values.
+
+An element passes when ``|twin - keras| <= atol + rtol * |keras|``; equal infinities and
+NaN-against-NaN count as equal (Keras propagates them and so must the twin). Defaults per
+dtype: float32 ``atol=1e-6, rtol=1e-5``; float64 ``atol=1e-12, rtol=1e-10``. The absolute
+floor also covers TensorFlow flushing subnormal values to zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+DEFAULT_TOLERANCES: dict[str, tuple[float, float]] = {
+    # dtype: (rtol, atol)
+    "float32": (1e-5, 1e-6),
+    "float64": (1e-10, 1e-12),
+}
+
+
+def tolerances(dtype: Any, rtol: float | None = None, atol: float | None = None) -> tuple[float, float]:
+    """``(rtol, atol)`` for ``dtype``, with explicit values taking precedence."""
+    name = np.dtype(dtype).name
+    if name not in DEFAULT_TOLERANCES:
+        raise ValueError(f"no default tolerance for dtype {name!r}; expected one of {sorted(DEFAULT_TOLERANCES)}")
+    default_rtol, default_atol = DEFAULT_TOLERANCES[name]
+    return (default_rtol if rtol is None else rtol, default_atol if atol is None else atol)
+
+
+@dataclass
+class Comparison:
+    """Outcome of one comparison; ``message`` says everything needed to reproduce it."""
+
+    ok: bool
+    max_abs: float
+    max_rel: float
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def _structure(value: Any) -> tuple[str, list[Any]]:
+    if isinstance(value, tuple):
+        return "tuple", list(value)
+    if isinstance(value, list):
+        return "list", value
+    return "array", [value]
+
+
+def compare(keras: Any, twin: Any, *, dtype: Any = None, rtol: float | None = None,
+            atol: float | None = None, context: str = "", check_container: bool = True) -> Comparison:
+    """Compare Keras's result with the twin's: container type, length, shapes, then values.
+
+    ``keras`` and ``twin`` are an array, or a tuple/list of arrays (``output, h[, c]``).
+    ``dtype`` selects default tolerances (the Keras result's dtype when omitted).
+    """
+    k_kind, k_items = _structure(keras)
+    t_kind, t_items = _structure(twin)
+    prefix = f"[{context}] " if context else ""
+    if (check_container and k_kind != t_kind) or len(k_items) != len(t_items):
+        return Comparison(False, np.inf, np.inf,
+                          f"{prefix}structure differs: keras returns {k_kind} of {len(k_items)}, twin {t_kind} of {len(t_items)}")
+    worst = Comparison(True, 0.0, 0.0, f"{prefix}match")
+    names = ["output", "h", "c"] if len(k_items) > 1 else ["output"]
+    for index, (k_value, t_value) in enumerate(zip(k_items, t_items)):
+        name = names[index] if index < len(names) else f"item {index}"
+        result = compare_arrays(np.asarray(k_value), np.asarray(t_value), dtype=dtype, rtol=rtol, atol=atol,
+                                context=f"{context} {name}".strip())
+        if not result.ok:
+            return result
+        if result.max_abs > worst.max_abs or result.max_rel > worst.max_rel:
+            worst = Comparison(True, max(worst.max_abs, result.max_abs), max(worst.max_rel, result.max_rel), result.message)
+    return worst
+
+
+def compare_arrays(keras: np.ndarray, twin: np.ndarray, *, dtype: Any = None, rtol: float | None = None,
+                   atol: float | None = None, context: str = "") -> Comparison:
+    prefix = f"[{context}] " if context else ""
+    if keras.shape != twin.shape:
+        return Comparison(False, np.inf, np.inf, f"{prefix}shape differs: keras {keras.shape}, twin {twin.shape}")
+    rtol_, atol_ = tolerances(dtype if dtype is not None else keras.dtype, rtol, atol)
+    if keras.size == 0:
+        return Comparison(True, 0.0, 0.0, f"{prefix}match (empty)")
+    k = keras.astype(np.float64)
+    t = twin.astype(np.float64)
+    both_nan = np.isnan(k) & np.isnan(t)
+    same_inf = np.isinf(k) & (k == t)
+    special = both_nan | same_inf
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.where(special, 0.0, np.abs(t - k))
+        diff = np.where(np.isnan(diff), np.inf, diff)
+        rel = np.where(special, 0.0, diff / np.where(k == 0, np.inf, np.abs(k)))
+        rel = np.where(np.isnan(rel), np.inf, rel)
+        excess = diff - (atol_ + rtol_ * np.where(np.isfinite(k), np.abs(k), 0.0))
+    max_abs = float(np.max(diff))
+    max_rel = float(np.max(rel))
+    worst = np.unravel_index(int(np.argmax(excess)), excess.shape)
+    ok = bool(np.all(excess <= 0))
+    verdict = "match" if ok else "MISMATCH"
+    message = (
+        f"{prefix}{verdict}: max abs err {max_abs:.3g}, max rel err {max_rel:.3g} "
+        f"(rtol={rtol_:g}, atol={atol_:g}); worst element {tuple(int(i) for i in worst)}: "
+        f"keras={k[worst]!r}, twin={t[worst]!r}"
+    )
+    return Comparison(ok, max_abs, max_rel, message)
+
+
+def assert_parity(keras: Any, twin: Any, *, dtype: Any = None, rtol: float | None = None,
+                  atol: float | None = None, context: str = "") -> Comparison:
+    """Raise ``AssertionError`` with the full message unless ``twin`` matches ``keras``."""
+    result = compare(keras, twin, dtype=dtype, rtol=rtol, atol=atol, context=context)
+    if not result.ok:
+        raise AssertionError(result.message)
+    return result

@@ -1,0 +1,230 @@
+"""The only module that imports Keras (``keras`` 3 or ``tf_keras``/``tf.keras`` 2).
+
+It is imported lazily, by :func:`rnnparity.from_keras`, by the CLI and by the tests; plain
+``import rnnparity`` never loads TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rnnparity.gru import GRU, GRUCell
+from rnnparity.lstm import LSTM, LSTMCell
+from rnnparity.rnn import Cell, RecurrentLayer
+from rnnparity.simple_rnn import SimpleRNN, SimpleRNNCell
+
+FLAVORS = ("keras3", "tf-keras")
+
+_LAYERS: dict[str, type[RecurrentLayer]] = {"LSTM": LSTM, "GRU": GRU, "SimpleRNN": SimpleRNN}
+_CELLS: dict[str, type[Cell]] = {"LSTMCell": LSTMCell, "GRUCell": GRUCell, "SimpleRNNCell": SimpleRNNCell}
+KERAS_CLASS = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}
+
+
+@dataclass(frozen=True)
+class KerasHandle:
+    """One importable Keras: the module whose ``.layers`` builds layers, and what it is."""
+
+    module: Any
+    package: str  # "keras" or "tf_keras"
+    version: str
+    major: int  # 2 or 3
+    backend: str
+
+    @property
+    def flavor(self) -> str:
+        return "keras3" if self.major == 3 else "tf-keras"
+
+    def describe(self) -> str:
+        return f"{self.package} {self.version} (Keras {self.major}, backend {self.backend})"
+
+
+def _major(version: str) -> int:
+    return int(version.split(".")[0])
+
+
+def _tensorflow_version() -> str | None:
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return None
+    return str(tf.__version__)
+
+
+def load_keras(flavor: str = "auto") -> KerasHandle:
+    """Import the requested Keras.
+
+    ``keras3``: the ``keras`` package, version 3. ``tf-keras``: Keras 2, from ``tf_keras``
+    or, on TensorFlow <= 2.15, ``tf.keras``. ``auto``: whatever ``tf.keras`` resolves to
+    (Keras 3 when TensorFlow is absent).
+    Raises ``ValueError`` for an unknown flavor and ``ImportError`` when it is not installed.
+    """
+    if flavor == "auto":
+        flavor = _auto_flavor()
+    if flavor == "keras3":
+        keras = importlib.import_module("keras")
+        version = str(keras.__version__)
+        if _major(version) != 3:
+            raise ImportError(f"--keras keras3 needs the keras 3 package; the installed keras is {version}")
+        return KerasHandle(keras, "keras", version, 3, str(keras.backend.backend()))
+    if flavor == "tf-keras":
+        try:
+            module = importlib.import_module("tf_keras")
+            return KerasHandle(module, "tf_keras", str(module.__version__), 2, "tensorflow")
+        except ImportError:
+            pass
+        keras = importlib.import_module("keras")
+        version = str(keras.__version__)
+        if _major(version) == 2:
+            return KerasHandle(keras, "keras", version, 2, "tensorflow")
+        raise ImportError("--keras tf-keras needs the tf-keras package (or TensorFlow <= 2.15 with its own Keras 2)")
+    raise ValueError(f"keras flavor must be one of {FLAVORS + ('auto',)}; got {flavor!r}")
+
+
+def _auto_flavor() -> str:
+    tf_version = _tensorflow_version()
+    if tf_version is None:
+        return "keras3"
+    if os.environ.get("TF_USE_LEGACY_KERAS", "").lower() in ("1", "true"):
+        return "tf-keras"
+    import tensorflow as tf
+
+    module = tf.keras.layers.LSTM.__module__
+    if module.startswith("tf_keras"):
+        return "tf-keras"
+    keras = importlib.import_module("keras")
+    return "keras3" if _major(str(keras.__version__)) == 3 else "tf-keras"
+
+
+def available_flavors() -> list[str]:
+    """The Keras flavors importable here, without importing them twice."""
+    found = []
+    for flavor in FLAVORS:
+        try:
+            load_keras(flavor)
+        except ImportError:
+            continue
+        found.append(flavor)
+    return found
+
+
+def keras_major_of(obj: Any) -> int:
+    """2 or 3: which Keras the layer object ``obj`` comes from."""
+    top = type(obj).__module__.split(".")[0]
+    module = sys.modules.get(top)
+    version = getattr(module, "__version__", None)
+    if top == "tf_keras":
+        return 2
+    if top == "keras" and version:
+        return _major(str(version))
+    if top in ("tensorflow", "tf_keras"):
+        return 2
+    raise TypeError(f"{type(obj).__module__}.{type(obj).__name__} is not a Keras layer from keras or tf_keras")
+
+
+def from_keras(layer: Any) -> RecurrentLayer | Cell:
+    """A twin with the Keras layer's configuration and a copy of its weights.
+
+    Accepts ``LSTM``, ``GRU``, ``SimpleRNN`` and their cells from Keras 3 or Keras 2
+    (``tf_keras``/``tf.keras``). The twin emulates the Keras it came from
+    (``keras_version``), which decides the ``hard_sigmoid`` formula and the return types.
+    A stateful layer's carried states are copied too.
+    """
+    class_name = type(layer).__name__
+    if class_name not in _LAYERS and class_name not in _CELLS:
+        raise TypeError(
+            f"from_keras supports {sorted(_LAYERS) + sorted(_CELLS)}; got {type(layer).__module__}.{class_name}"
+        )
+    major = keras_major_of(layer)
+    if not getattr(layer, "built", False) or not layer.get_weights():
+        raise ValueError(f"the Keras {class_name} {layer.name!r} is not built yet; call it on an input (or build it) first")
+    config = dict(layer.get_config())
+    config.pop("cell", None)
+    dtype = config.pop("dtype", "float32")
+    policy = getattr(layer, "dtype_policy", None)
+    if policy is not None and getattr(policy, "name", None):
+        dtype = policy.name
+    for name in ("activation", "recurrent_activation"):
+        value = config.get(name)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(
+                f"{class_name} {layer.name!r} uses a custom {name} ({value!r}); from_keras handles named "
+                f"Keras activations only — build the twin directly with a NumPy callable"
+            )
+    if class_name in _CELLS:
+        config.pop("implementation", None)
+        twin: RecurrentLayer | Cell = _CELLS[class_name](dtype=dtype, keras_version=major, **config)
+        twin.set_weights(layer.get_weights())
+        return twin
+    layer_twin = _LAYERS[class_name](dtype=dtype, keras_version=major, **config)
+    layer_twin.set_weights(layer.get_weights())
+    if layer_twin.stateful:
+        states = getattr(layer, "states", None)
+        if states is not None and all(s is not None for s in states):
+            values = [to_numpy(s) for s in states]
+            layer_twin.reset_state(values)
+    return layer_twin
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "numpy"):
+        return np.asarray(value.numpy())
+    if hasattr(value, "value") and hasattr(value.value, "numpy"):
+        return np.asarray(value.value.numpy())
+    try:
+        import keras
+
+        return np.asarray(keras.ops.convert_to_numpy(value))
+    except Exception:  # noqa: BLE001 - last resort for non-TF backends
+        return np.asarray(value)
+
+
+def build_layer(handle: KerasHandle, kind: str, config: dict[str, Any], input_shape: tuple[int, int, int],
+                weights: list[np.ndarray]) -> Any:
+    """A built Keras layer of ``kind`` with ``config`` and ``weights`` (in Keras layout)."""
+    cls = getattr(handle.module.layers, KERAS_CLASS[kind])
+    layer = cls(**config)
+    layer.build(input_shape)
+    layer.set_weights(weights)
+    return layer
+
+
+def call_layer(handle: KerasHandle, layer: Any, inputs: np.ndarray, initial_state: list[np.ndarray] | None = None,
+               mask: np.ndarray | None = None) -> Any:
+    """Call a Keras layer; returns an ndarray, or a tuple/list of ndarrays as Keras packed it."""
+    kwargs: dict[str, Any] = {}
+    if handle.major == 2:
+        import tensorflow as tf
+
+        if initial_state is not None:
+            kwargs["initial_state"] = [tf.constant(s) for s in initial_state]
+        if mask is not None:
+            kwargs["mask"] = tf.constant(mask)
+        result = layer(tf.constant(inputs), **kwargs)
+    else:
+        if initial_state is not None:
+            kwargs["initial_state"] = list(initial_state)
+        if mask is not None:
+            kwargs["mask"] = mask
+        result = layer(inputs, **kwargs)
+    if isinstance(result, tuple):
+        return tuple(to_numpy(r) for r in result)
+    if isinstance(result, list):
+        return [to_numpy(r) for r in result]
+    return to_numpy(result)
+
+
+def layer_states(layer: Any) -> list[np.ndarray]:
+    return [to_numpy(s) for s in layer.states]
+
+
+def reset_layer_state(handle: KerasHandle, layer: Any) -> None:
+    if handle.major == 3:
+        layer.reset_state()
+    else:
+        layer.reset_states()

@@ -1,0 +1,105 @@
+"""LSTMCell and LSTM, the NumPy twins of ``keras.layers.LSTMCell`` / ``keras.layers.LSTM``.
+
+One step, with ``z = x_t @ kernel + h_tm1 @ recurrent_kernel + bias`` split into the gates
+in Keras's order ``i, f, c, o`` (each ``(batch, units)``)::
+
+    i = recurrent_activation(z_i)          # input gate
+    f = recurrent_activation(z_f)          # forget gate
+    c = f * c_tm1 + i * activation(z_c)    # new cell state
+    o = recurrent_activation(z_o)          # output gate
+    h = o * activation(c)                  # new hidden state = output
+
+Shapes: ``kernel (input_dim, 4 * units)``, ``recurrent_kernel (units, 4 * units)``,
+``bias (4 * units,)``. ``unit_forget_bias`` only changes how Keras *initializes* the
+bias (ones in the ``f`` block); with weights set it changes nothing and is kept for config.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rnnparity.activations import ActivationLike
+from rnnparity.layout import GATE_ORDER
+from rnnparity.rnn import Cell, RecurrentLayer, _check_bool
+
+_GATES = GATE_ORDER["lstm"]
+
+
+class LSTMCell(Cell):
+    """One LSTM step: ``(x_t, [h_tm1, c_tm1]) -> (h, [h, c])``."""
+
+    kind = "lstm"
+    n_states = 2
+
+    def __init__(
+        self,
+        units: int,
+        activation: ActivationLike = "tanh",
+        recurrent_activation: ActivationLike = "sigmoid",
+        use_bias: bool = True,
+        unit_forget_bias: bool = True,
+        dtype: Any = "float32",
+        keras_version: int = 3,
+        **training_only_args: Any,
+    ) -> None:
+        super().__init__(units, activation, recurrent_activation, use_bias, dtype, keras_version, **training_only_args)
+        self.unit_forget_bias = _check_bool(unit_forget_bias, "unit_forget_bias")
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {"unit_forget_bias": self.unit_forget_bias}
+
+    def input_projection(self, inputs: np.ndarray) -> np.ndarray:
+        assert self.kernel is not None
+        projected = inputs @ self.kernel
+        if self.bias is not None:
+            projected += self.bias
+        return projected
+
+    def recurrent_step(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        h_tm1, c_tm1 = states
+        z = x_proj + h_tm1 @ self.recurrent_kernel
+        gate = dict(zip(_GATES, np.split(z, len(_GATES), axis=-1)))
+        i = self.recurrent_activation(gate["i"])
+        f = self.recurrent_activation(gate["f"])
+        c = f * c_tm1 + i * self.activation(gate["c"])
+        o = self.recurrent_activation(gate["o"])
+        h = o * self.activation(c)
+        return h, [h, c]
+
+
+class LSTM(RecurrentLayer):
+    """NumPy twin of ``keras.layers.LSTM``; returns ``output`` or ``output, h, c``."""
+
+    cell_class = LSTMCell
+
+    def __init__(
+        self,
+        units: int,
+        activation: ActivationLike = "tanh",
+        recurrent_activation: ActivationLike = "sigmoid",
+        use_bias: bool = True,
+        unit_forget_bias: bool = True,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        go_backwards: bool = False,
+        stateful: bool = False,
+        zero_output_for_mask: bool = False,
+        dtype: Any = "float32",
+        keras_version: int = 3,
+        time_major: bool = False,
+        **training_only_args: Any,
+    ) -> None:
+        cell = LSTMCell(units, activation, recurrent_activation, use_bias, unit_forget_bias,
+                        dtype, keras_version, **training_only_args)
+        super().__init__(cell, return_sequences, return_state, go_backwards, stateful, zero_output_for_mask, time_major)
+
+    @property
+    def recurrent_activation(self) -> str:
+        return self.cell.recurrent_activation_name
+
+    @property
+    def unit_forget_bias(self) -> bool:
+        assert isinstance(self.cell, LSTMCell)
+        return self.cell.unit_forget_bias

@@ -1,0 +1,536 @@
+"""The one time loop shared by every recurrent layer, and the cell/layer plumbing around it.
+
+A cell knows one step. It splits that step into two halves so the loop can hoist work:
+
+* ``input_projection(inputs)``: ``inputs @ kernel (+ input bias)``, for any number of
+  leading axes, so all timesteps are projected in one matmul before the loop;
+* ``recurrent_step(x_proj_t, states) -> (output, new_states)``: the rest of the step.
+
+``RecurrentLayer`` owns everything Keras's ``RNN`` base layer does: argument checking,
+masks, ``go_backwards``, ``initial_state``, ``stateful`` state, ``time_major`` (Keras 2),
+and packing ``return_sequences`` / ``return_state`` exactly as the emulated Keras packs
+them (a tuple in Keras 3, a list in Keras 2).
+
+Mask semantics, as both Kerases implement them: at a masked step the states keep their
+previous value and the output repeats the previous *output* (zeros before the first
+unmasked step, never the initial ``h``), or is zero with ``zero_output_for_mask=True``.
+Masked steps are selected with ``np.where``, never blended arithmetically, so a NaN fed at
+a masked step cannot reach the result.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any, ClassVar, Union
+
+import numpy as np
+
+from rnnparity import activations
+from rnnparity.activations import ActivationLike
+from rnnparity.layout import GATE_ORDER, weight_shapes
+
+ArrayLike = Any
+LayerOutput = Union[np.ndarray, tuple, list]
+
+# Arguments that cannot change inference numbers once weights are set. They are accepted
+# (so a Keras config can be passed through unchanged), kept for get_config, and ignored.
+TRAINING_ONLY_ARGS: dict[str, Any] = {
+    "kernel_initializer": "glorot_uniform",
+    "recurrent_initializer": "orthogonal",
+    "bias_initializer": "zeros",
+    "kernel_regularizer": None,
+    "recurrent_regularizer": None,
+    "bias_regularizer": None,
+    "activity_regularizer": None,
+    "kernel_constraint": None,
+    "recurrent_constraint": None,
+    "bias_constraint": None,
+    "dropout": 0.0,
+    "recurrent_dropout": 0.0,
+    "seed": None,
+    "implementation": 2,
+    "unroll": False,
+    "use_cudnn": "auto",
+    "name": None,
+    "trainable": True,
+    "input_shape": None,
+    "batch_input_shape": None,
+    "batch_size": None,
+    "input_dim": None,
+    "input_length": None,
+    "enable_caching_device": None,
+}
+
+SUPPORTED_DTYPES = ("float32", "float64")
+
+
+def _check_bool(value: Any, argument: str) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{argument} must be True or False; got {type(value).__name__} {value!r}")
+
+
+def _check_units(units: Any) -> int:
+    if isinstance(units, (bool, np.bool_)) or not isinstance(units, numbers.Integral):
+        if isinstance(units, numbers.Real) and np.isfinite(units) and float(units).is_integer() and units > 0:
+            return int(units)
+        raise TypeError(f"units must be a positive integer; got {type(units).__name__} {units!r}")
+    if units <= 0:
+        raise ValueError(f"units must be a positive integer; got {units}")
+    return int(units)
+
+
+def _check_dtype(dtype: Any) -> np.dtype:
+    name = dtype
+    if isinstance(dtype, dict):  # a Keras 3 serialized DTypePolicy
+        name = dtype.get("config", {}).get("name", dtype)
+    if hasattr(dtype, "name") and not isinstance(dtype, (str, np.dtype)):
+        name = dtype.name  # a Keras DTypePolicy or tf.DType
+    if isinstance(name, str) and name.startswith("mixed_"):
+        raise ValueError(
+            f"dtype={name!r} is a mixed-precision policy, which the NumPy twins do not emulate yet; "
+            f"expected one of {SUPPORTED_DTYPES}"
+        )
+    try:
+        resolved = np.dtype(name)
+    except TypeError:
+        raise TypeError(f"dtype must be one of {SUPPORTED_DTYPES}; got {dtype!r}") from None
+    if resolved.name not in SUPPORTED_DTYPES:
+        raise ValueError(f"dtype must be one of {SUPPORTED_DTYPES}; got {resolved.name!r}")
+    return resolved
+
+
+def _check_keras_version(keras_version: Any) -> int:
+    if keras_version in (2, 3) and not isinstance(keras_version, bool):
+        return int(keras_version)
+    raise ValueError(f"keras_version must be 2 (tf_keras / tf.keras <= 2.15) or 3 (keras 3); got {keras_version!r}")
+
+
+def _check_training_args(owner: str, extra: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(extra) - set(TRAINING_ONLY_ARGS))
+    if unknown:
+        raise TypeError(
+            f"{owner} got unexpected keyword argument(s) {unknown}; arguments that do not change "
+            f"inference numbers are accepted from {sorted(TRAINING_ONLY_ARGS)}"
+        )
+    for key in ("dropout", "recurrent_dropout"):
+        if key in extra:
+            value = extra[key]
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0 <= value <= 1):
+                raise ValueError(f"{key} must be a finite number in [0, 1]; got {value!r}")
+    return extra
+
+
+def _as_float_array(value: ArrayLike, dtype: np.dtype, argument: str) -> np.ndarray:
+    """A C-contiguous copy of ``value`` in ``dtype``; refuses non-numeric data clearly."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{argument} must be a numeric array; got {type(value).__name__}")
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{argument} must be a numeric array; could not convert it: {exc}") from None
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{argument} must hold real numbers; got dtype {array.dtype}")
+    return np.array(array, dtype=dtype, order="C", copy=True)
+
+
+class Cell:
+    """Base of the three cells: weights, checks and config. Subclasses define one step."""
+
+    kind: ClassVar[str]
+    n_states: ClassVar[int]
+    has_recurrent_activation: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        units: int,
+        activation: ActivationLike = "tanh",
+        recurrent_activation: ActivationLike = "sigmoid",
+        use_bias: bool = True,
+        dtype: Any = "float32",
+        keras_version: int = 3,
+        **training_only_args: Any,
+    ) -> None:
+        self.keras_version = _check_keras_version(keras_version)
+        self.units = _check_units(units)
+        self.activation_name, self.activation = activations.get(activation, self.keras_version, "activation")
+        if self.has_recurrent_activation:
+            self.recurrent_activation_name, self.recurrent_activation = activations.get(
+                recurrent_activation, self.keras_version, "recurrent_activation"
+            )
+        self.use_bias = _check_bool(use_bias, "use_bias")
+        self.dtype = _check_dtype(dtype)
+        self.training_only_args = _check_training_args(type(self).__name__, training_only_args)
+        self.kernel: np.ndarray | None = None
+        self.recurrent_kernel: np.ndarray | None = None
+        self.bias: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ weights
+    @property
+    def built(self) -> bool:
+        return self.kernel is not None
+
+    @property
+    def input_dim(self) -> int | None:
+        return None if self.kernel is None else int(self.kernel.shape[0])
+
+    @property
+    def state_size(self) -> int | list[int]:
+        return self.units if self.n_states == 1 else [self.units] * self.n_states
+
+    def _weight_shapes(self, input_dim: int) -> list[tuple[int, ...]]:
+        return weight_shapes(self.kind, self.units, input_dim, self.use_bias, getattr(self, "reset_after", True))
+
+    def _describe(self) -> str:
+        return f"{type(self).__name__.removesuffix('Cell')}(units={self.units}, use_bias={self.use_bias})"
+
+    def set_weights(self, weights: Sequence[ArrayLike]) -> None:
+        """Load ``[kernel, recurrent_kernel, bias]`` (no bias when ``use_bias=False``), in Keras's
+        own shapes and gate order. The arrays are copied; the caller's are never modified."""
+        names = ["kernel", "recurrent_kernel", "bias"][: 3 if self.use_bias else 2]
+        if isinstance(weights, np.ndarray) or not isinstance(weights, Sequence):
+            raise TypeError(f"weights must be a list {names}; got {type(weights).__name__}")
+        if len(weights) != len(names):
+            raise ValueError(f"{self._describe()} expects {len(names)} weights {names}; got {len(weights)}")
+        arrays = [_as_float_array(w, self.dtype, name) for w, name in zip(weights, names)]
+        kernel = arrays[0]
+        if kernel.ndim != 2:
+            raise ValueError(f"kernel must be 2-D (input_dim, {len(GATE_ORDER[self.kind])} * units); got shape {kernel.shape}")
+        input_dim = kernel.shape[0]
+        expected = self._weight_shapes(input_dim)
+        for name, array, shape in zip(names, arrays, expected):
+            if array.shape != shape:
+                raise ValueError(
+                    f"{name} has shape {array.shape}; {self._describe()} with input_dim {input_dim} expects {shape}"
+                )
+        self.kernel, self.recurrent_kernel = arrays[0], arrays[1]
+        self.bias = arrays[2] if self.use_bias else None
+        self._prepare()
+
+    def get_weights(self) -> list[np.ndarray]:
+        self._require_built()
+        assert self.kernel is not None and self.recurrent_kernel is not None
+        weights = [self.kernel.copy(), self.recurrent_kernel.copy()]
+        if self.bias is not None:
+            weights.append(self.bias.copy())
+        return weights
+
+    def _require_built(self) -> None:
+        if self.kernel is None:
+            raise ValueError(
+                f"{self._describe()} has no weights yet; call set_weights([kernel, recurrent_kernel"
+                f"{', bias' if self.use_bias else ''}]) first (or build it with rnnparity.from_keras)"
+            )
+
+    def _prepare(self) -> None:
+        """Derive the arrays the step uses from the Keras weights (after set_weights)."""
+
+    # ------------------------------------------------------------------ one step
+    def input_projection(self, inputs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def recurrent_step(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        raise NotImplementedError
+
+    def __call__(self, inputs: ArrayLike, states: Any) -> tuple[np.ndarray, Any]:
+        """One timestep: ``(x_t, states) -> (y_t, new_states)``; ``x_t`` is ``(batch, input_dim)``.
+
+        ``states`` is a list (or a single array for one-state cells); ``new_states`` comes back
+        in the same form.
+        """
+        self._require_built()
+        x = _as_float_array(inputs, self.dtype, "inputs")
+        if x.ndim != 2 or x.shape[1] != self.input_dim:
+            raise ValueError(f"inputs must have shape (batch, {self.input_dim}); got {x.shape}")
+        single = not isinstance(states, (list, tuple))
+        state_list = [states] if single else list(states)
+        if single and self.n_states != 1:
+            raise ValueError(f"{type(self).__name__} has {self.n_states} states (h, c); got a single array")
+        checked = _check_states(state_list, self, x.shape[0], "states")
+        with np.errstate(over="ignore", invalid="ignore"):
+            output, new_states = self.recurrent_step(self.input_projection(x), checked)
+        return output, (new_states[0] if single else new_states)
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"units": self.units, "activation": self.activation_name}
+        if self.has_recurrent_activation:
+            config["recurrent_activation"] = self.recurrent_activation_name
+        config["use_bias"] = self.use_bias
+        config.update(self._extra_config())
+        config["dtype"] = _dtype_config(self.dtype, self.keras_version)
+        for key in _CELL_TRAINING_KEYS[self.keras_version]:
+            if key == "seed" and self.kind == "simple_rnn" and self.keras_version == 3:
+                config[key] = self.training_only_args.get(key)
+                continue
+            config[key] = self.training_only_args.get(key, TRAINING_ONLY_ARGS[key])
+        if self.keras_version == 2 and self.kind in ("lstm", "gru"):
+            config["implementation"] = self.training_only_args.get("implementation", 2)
+        return config
+
+    def _extra_config(self) -> dict[str, Any]:
+        return {}
+
+
+_CELL_TRAINING_KEYS = {
+    2: ("name", "trainable", "kernel_initializer", "recurrent_initializer", "bias_initializer",
+        "kernel_regularizer", "recurrent_regularizer", "bias_regularizer", "kernel_constraint",
+        "recurrent_constraint", "bias_constraint", "dropout", "recurrent_dropout"),
+    3: ("name", "trainable", "kernel_initializer", "recurrent_initializer", "bias_initializer",
+        "kernel_regularizer", "recurrent_regularizer", "bias_regularizer", "kernel_constraint",
+        "recurrent_constraint", "bias_constraint", "dropout", "recurrent_dropout", "seed"),
+}
+
+
+def _dtype_config(dtype: np.dtype, keras_version: int) -> Any:
+    if keras_version == 2:
+        return dtype.name
+    return {"module": "keras", "class_name": "DTypePolicy", "config": {"name": dtype.name}, "registered_name": None}
+
+
+def _check_states(states: list[Any], cell: Cell, batch: int, argument: str) -> list[np.ndarray]:
+    names = ["h", "c"][: cell.n_states]
+    if len(states) != cell.n_states:
+        raise ValueError(
+            f"{argument} must hold {cell.n_states} array(s) {names} for {type(cell).__name__.removesuffix('Cell')}; "
+            f"got {len(states)}"
+        )
+    checked = []
+    for name, state in zip(names, states):
+        array = _as_float_array(state, cell.dtype, f"{argument} ({name})")
+        if array.shape != (batch, cell.units):
+            raise ValueError(f"{argument} ({name}) must have shape {(batch, cell.units)}; got {array.shape}")
+        checked.append(array)
+    return checked
+
+
+def run_time_loop(
+    cell: Cell,
+    x_proj: np.ndarray,
+    states: list[np.ndarray],
+    mask: np.ndarray | None,
+    go_backwards: bool,
+    zero_output_for_mask: bool,
+    return_sequences: bool,
+) -> tuple[np.ndarray, np.ndarray | None, list[np.ndarray]]:
+    """Run ``cell`` over time-major projected inputs ``x_proj`` of shape ``(T, batch, width)``.
+
+    ``mask`` is time-major ``(T, batch)`` booleans or None. Returns ``(last_output,
+    outputs, final_states)``; ``outputs`` is ``(T, batch, units)`` in processing order (so
+    reversed when ``go_backwards``), or None when ``return_sequences`` is False.
+    """
+    timesteps, batch = x_proj.shape[0], x_proj.shape[1]
+    outputs = np.empty((timesteps, batch, cell.units), dtype=cell.dtype) if return_sequences else None
+    previous_output = np.zeros((batch, cell.units), dtype=cell.dtype)
+    zeros = previous_output
+    order = range(timesteps - 1, -1, -1) if go_backwards else range(timesteps)
+    for k, t in enumerate(order):
+        output, new_states = cell.recurrent_step(x_proj[t], states)
+        if mask is not None and not mask[t].all():
+            keep = mask[t][:, None]
+            new_states = [np.where(keep, new, old) for new, old in zip(new_states, states)]
+            output = np.where(keep, output, zeros if zero_output_for_mask else previous_output)
+        states = new_states
+        previous_output = output
+        if outputs is not None:
+            outputs[k] = output
+    return previous_output, outputs, states
+
+
+class RecurrentLayer:
+    """Base of LSTM, GRU and SimpleRNN: the Keras ``RNN`` layer around one cell."""
+
+    cell_class: ClassVar[type[Cell]]
+
+    def __init__(
+        self,
+        cell: Cell,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        go_backwards: bool = False,
+        stateful: bool = False,
+        zero_output_for_mask: bool = False,
+        time_major: bool = False,
+    ) -> None:
+        self.cell = cell
+        self.keras_version = cell.keras_version
+        self.dtype = cell.dtype
+        self.return_sequences = _check_bool(return_sequences, "return_sequences")
+        self.return_state = _check_bool(return_state, "return_state")
+        self.go_backwards = _check_bool(go_backwards, "go_backwards")
+        self.stateful = _check_bool(stateful, "stateful")
+        self.zero_output_for_mask = _check_bool(zero_output_for_mask, "zero_output_for_mask")
+        self.time_major = _check_bool(time_major, "time_major")
+        if self.time_major and self.keras_version != 2:
+            raise ValueError("time_major=True exists in Keras 2 only (tf_keras); Keras 3 layers have no time_major argument")
+        self._states: list[np.ndarray] | None = None
+        self._expected_batch_size: int | None = None
+
+    # ------------------------------------------------------------------ attributes
+    @property
+    def units(self) -> int:
+        return self.cell.units
+
+    @property
+    def use_bias(self) -> bool:
+        return self.cell.use_bias
+
+    @property
+    def activation(self) -> str:
+        return self.cell.activation_name
+
+    @property
+    def built(self) -> bool:
+        return self.cell.built
+
+    @property
+    def states(self) -> list[np.ndarray] | None:
+        """Copies of the carried states of a stateful layer (None before its first call)."""
+        return None if self._states is None else [s.copy() for s in self._states]
+
+    def set_weights(self, weights: Sequence[ArrayLike]) -> None:
+        """Load Keras weights ``[kernel, recurrent_kernel, bias]`` unchanged (copied)."""
+        self.cell.set_weights(weights)
+
+    def get_weights(self) -> list[np.ndarray]:
+        return self.cell.get_weights()
+
+    # ------------------------------------------------------------------ state
+    def reset_state(self, states: Any = None) -> None:
+        """Zero the carried states of a stateful layer, or set them to ``states``."""
+        if not self.stateful:
+            raise ValueError("reset_state() is for stateful layers; this layer was built with stateful=False")
+        if states is None:
+            if self._states is not None:
+                self._states = [np.zeros_like(s) for s in self._states]
+            return
+        state_list = list(states) if isinstance(states, (list, tuple)) else [states]
+        batch = self._expected_batch_size
+        if batch is None:
+            first = np.asarray(state_list[0]) if state_list else np.zeros((0, 0))
+            batch = first.shape[0] if first.ndim == 2 else -1
+        self._states = _check_states(state_list, self.cell, batch, "states")
+        self._expected_batch_size = batch
+
+    def reset_states(self, states: Any = None) -> None:
+        """Keras 2 name of :meth:`reset_state`."""
+        self.reset_state(states)
+
+    # ------------------------------------------------------------------ call
+    def __call__(
+        self,
+        inputs: ArrayLike,
+        initial_state: Any = None,
+        mask: ArrayLike | None = None,
+        training: bool | None = None,
+    ) -> LayerOutput:
+        """Run the layer; returns exactly what the emulated Keras returns."""
+        self.cell._require_built()
+        if training and (self.cell.training_only_args.get("dropout") or self.cell.training_only_args.get("recurrent_dropout")):
+            raise ValueError("training=True with dropout > 0 draws random masks that a twin cannot reproduce; call with training=False")
+        x = _as_float_array(inputs, self.dtype, "inputs")
+        if x.ndim != 3:
+            layout = "(timesteps, batch, input_dim)" if self.time_major else "(batch, timesteps, input_dim)"
+            raise ValueError(f"inputs must be rank 3 {layout}; got shape {x.shape}")
+        if not self.time_major:
+            x = x.transpose(1, 0, 2)
+        timesteps, batch, input_dim = x.shape
+        if input_dim != self.cell.input_dim:
+            raise ValueError(
+                f"inputs have input_dim {input_dim} (last axis); the kernel expects {self.cell.input_dim} "
+                f"(kernel shape {self.cell.kernel.shape if self.cell.kernel is not None else None})"
+            )
+        if timesteps == 0:
+            raise ValueError(f"inputs have 0 timesteps (shape {tuple(np.shape(inputs))}); Keras refuses an empty sequence too")
+        time_mask = self._check_mask(mask, batch, timesteps)
+        states = self._initial_states(initial_state, batch)
+
+        with np.errstate(over="ignore", invalid="ignore"):
+            x_proj = self.cell.input_projection(x)
+            last_output, outputs, final_states = run_time_loop(
+                self.cell, x_proj, states, time_mask, self.go_backwards,
+                self.zero_output_for_mask, self.return_sequences,
+            )
+        if self.stateful:
+            self._states = [s.copy() for s in final_states]
+            self._expected_batch_size = batch
+
+        if self.return_sequences:
+            assert outputs is not None
+            output = outputs if self.time_major else np.ascontiguousarray(outputs.transpose(1, 0, 2))
+        else:
+            output = last_output
+        if not self.return_state:
+            return output
+        packed = [output, *final_states]
+        return tuple(packed) if self.keras_version == 3 else packed
+
+    def _check_mask(self, mask: ArrayLike | None, batch: int, timesteps: int) -> np.ndarray | None:
+        if mask is None:
+            return None
+        array = np.asarray(mask)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"mask must be booleans (or 0/1 numbers); got dtype {array.dtype}")
+        expected = (timesteps, batch) if self.time_major else (batch, timesteps)
+        if array.shape != expected:
+            layout = "(timesteps, batch)" if self.time_major else "(batch, timesteps)"
+            raise ValueError(f"mask must have shape {layout} = {expected}; got {array.shape}")
+        boolean = array.astype(bool) if array.dtype.kind == "b" else array != 0
+        return boolean if self.time_major else boolean.T
+
+    def _initial_states(self, initial_state: Any, batch: int) -> list[np.ndarray]:
+        if self.stateful:
+            if self._expected_batch_size is not None and batch != self._expected_batch_size:
+                raise ValueError(
+                    f"this stateful layer carries states for batch size {self._expected_batch_size}; "
+                    f"got inputs with batch size {batch} (call reset_state() does not change it; build a new layer)"
+                )
+        if initial_state is not None:
+            state_list = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
+            given = _check_states(state_list, self.cell, batch, "initial_state")
+            if self.stateful and self._states is not None and self.keras_version == 2:
+                # Keras 2 uses the carried states instead whenever any of them is non-zero.
+                if any(np.count_nonzero(s) for s in self._states):
+                    return [s.copy() for s in self._states]
+            return given
+        if self.stateful and self._states is not None:
+            return [s.copy() for s in self._states]
+        return [np.zeros((batch, self.units), dtype=self.dtype) for _ in range(self.cell.n_states)]
+
+    # ------------------------------------------------------------------ config
+    def get_config(self) -> dict[str, Any]:
+        """The Keras ``get_config()`` keys of the emulated version."""
+        config: dict[str, Any] = {
+            "name": self.cell.training_only_args.get("name"),
+            "trainable": self.cell.training_only_args.get("trainable", True),
+            "dtype": _dtype_config(self.dtype, self.keras_version),
+            "return_sequences": self.return_sequences,
+            "return_state": self.return_state,
+            "go_backwards": self.go_backwards,
+            "stateful": self.stateful,
+            "unroll": self.cell.training_only_args.get("unroll", False),
+        }
+        if self.keras_version == 3:
+            config["zero_output_for_mask"] = self.zero_output_for_mask
+        else:
+            config["time_major"] = self.time_major
+            if self.zero_output_for_mask:
+                config["zero_output_for_mask"] = True
+        cell_config = self.cell.get_config()
+        for key in ("name", "trainable", "dtype"):
+            cell_config.pop(key, None)
+        config.update(cell_config)
+        config["activity_regularizer"] = self.cell.training_only_args.get("activity_regularizer")
+        return config
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(units={self.units}, keras_version={self.keras_version}, "
+                f"dtype={self.dtype.name!r}, return_sequences={self.return_sequences}, "
+                f"return_state={self.return_state})")
+
+
+def split_layer_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Separate RNN-layer arguments from cell arguments."""
+    layer_keys = ("return_sequences", "return_state", "go_backwards", "stateful", "zero_output_for_mask", "time_major")
+    layer = {k: kwargs.pop(k) for k in layer_keys if k in kwargs}
+    return layer, kwargs
