@@ -56,6 +56,12 @@ def _tensorflow_version() -> str | None:
     return str(tf.__version__)
 
 
+def _quiet_tensorflow() -> None:
+    # TensorFlow's C++ start-up chatter (CUDA probing on a CPU machine) is noise here;
+    # a user who set the variable keeps their own value.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 def load_keras(flavor: str = "auto") -> KerasHandle:
     """Import the requested Keras.
 
@@ -64,6 +70,7 @@ def load_keras(flavor: str = "auto") -> KerasHandle:
     (Keras 3 when TensorFlow is absent).
     Raises ``ValueError`` for an unknown flavor and ``ImportError`` when it is not installed.
     """
+    _quiet_tensorflow()
     if flavor == "auto":
         flavor = _auto_flavor()
     if flavor == "keras3":

@@ -1,0 +1,5 @@
+import sys
+
+from rnnparity.cli import main
+
+sys.exit(main())

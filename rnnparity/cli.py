@@ -1,0 +1,142 @@
+"""Command line: ``rnnparity check`` runs the parity matrix against the installed Keras."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TextIO
+
+import numpy as np
+
+import rnnparity
+
+EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rnnparity",
+        description="Prove that the NumPy twins compute what the installed Keras computes.",
+    )
+    parser.add_argument("--version", action="version", version=f"rnnparity {rnnparity.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check", help="run the parity matrix against the installed Keras")
+    check.add_argument("--keras", choices=["auto", "keras3", "tf-keras"], default="auto",
+                       help="which Keras to check: keras3 (the keras package), tf-keras (Keras 2), "
+                            "or auto (what tf.keras resolves to; default)")
+    check.add_argument("--quick", action="store_true", help="a smaller matrix (about 1 case in 8)")
+    check.add_argument("-k", dest="select", metavar="TEXT", default=None,
+                       help="only cases whose id contains TEXT (e.g. lstm, hard_sigmoid, f64)")
+    check.add_argument("--show-failures", type=int, default=10, metavar="N",
+                       help="print the first N mismatches in full (default 10)")
+    return parser
+
+
+def environment_lines(handle: object) -> list[str]:
+    lines = [f"python {platform.python_version()}, numpy {np.__version__}, rnnparity {rnnparity.__version__}"]
+    try:
+        import tensorflow as tf
+
+        lines.append(f"tensorflow {tf.__version__}")
+    except ImportError:
+        lines.append("tensorflow not installed")
+    lines.append(f"checking against {handle.describe()}")  # type: ignore[attr-defined]
+    return lines
+
+
+class _Progress:
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total, self.stream = total, stream
+        self.interactive = stream.isatty()
+        self.last_report = -1
+
+    def update(self, done: int, failed: int) -> None:
+        if self.interactive:
+            width = 30
+            filled = int(width * done / max(self.total, 1))
+            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} failed {failed}")
+            if done == self.total:
+                self.stream.write("\n")
+            self.stream.flush()
+            return
+        decile = 10 * done // max(self.total, 1)
+        if decile != self.last_report:
+            self.last_report = decile
+            self.stream.write(f"{done}/{self.total} cases, {failed} failed\n")
+            self.stream.flush()
+
+
+def run_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from rnnparity import keras_adapter, matrix, parity
+
+    try:
+        handle = keras_adapter.load_keras(args.keras)
+    except ImportError as exc:
+        err.write(f"rnnparity check: {exc}\n")
+        return EXIT_ERROR
+    for line in environment_lines(handle):
+        out.write(line + "\n")
+    cases = matrix.all_cases(handle.major, quick=args.quick)
+    if args.select:
+        cases = [c for c in cases if args.select in c.case_id]
+    if not cases:
+        err.write(f"rnnparity check: no case id contains {args.select!r}\n")
+        return EXIT_ERROR
+    out.write(f"{len(cases)} configurations\n")
+    out.flush()
+
+    progress = _Progress(len(cases), err)
+    groups: dict[tuple[str, str], list[parity.CaseResult]] = defaultdict(list)
+    failures: list[parity.CaseResult] = []
+    start = time.perf_counter()
+    for done, case in enumerate(cases, 1):
+        try:
+            result = parity.run_case(case, handle)
+        except Exception as exc:  # noqa: BLE001 - a crash is a reported failure, not an abort
+            result = parity.CaseResult(case, False, float("inf"), float("inf"), f"[{case.case_id}] error: {exc!r}")
+        groups[(case.kind, case.dtype)].append(result)
+        if not result.ok:
+            failures.append(result)
+        progress.update(done, len(failures))
+    elapsed = time.perf_counter() - start
+
+    out.write("\n" + _summary_table(groups) + "\n")
+    for result in failures[: args.show_failures]:
+        out.write(result.message + "\n")
+    if len(failures) > args.show_failures:
+        out.write(f"... and {len(failures) - args.show_failures} more mismatches\n")
+    verdict = "PARITY HOLDS" if not failures else "PARITY BROKEN"
+    out.write(f"{verdict}: {len(cases) - len(failures)} passed, {len(failures)} failed in {elapsed:.1f} s\n")
+    return EXIT_OK if not failures else EXIT_MISMATCH
+
+
+def _summary_table(groups: dict[tuple[str, str], list[object]]) -> str:
+    header = ("layer", "dtype", "configurations", "passed", "failed", "worst abs err", "worst rel err")
+    rows = [header]
+    for (kind, dtype), results in sorted(groups.items()):
+        passed = sum(1 for r in results if r.ok)  # type: ignore[attr-defined]
+        worst_abs = max(r.max_abs for r in results)  # type: ignore[attr-defined]
+        worst_rel = max(r.max_rel for r in results)  # type: ignore[attr-defined]
+        rows.append((kind, dtype, str(len(results)), str(passed), str(len(results) - passed),
+                     f"{worst_abs:.2e}", f"{worst_rel:.2e}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        return run_check(args, sys.stdout, sys.stderr)
+    parser.error(f"unknown command {args.command!r}")
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

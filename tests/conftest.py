@@ -1,0 +1,55 @@
+"""Shared fixtures: which Keras flavours are installed, cached handles, the report header."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import importlib.util
+import platform
+
+import numpy as np
+import pytest
+
+from rnnparity import keras_adapter
+
+FLAVOR_MAJOR = {"keras3": 3, "tf-keras": 2}
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def flavor_available(flavor: str) -> bool:
+    """Whether a Keras flavour is installed, decided without importing TensorFlow."""
+    keras_version = _dist_version("keras")
+    if flavor == "keras3":
+        return keras_version is not None and keras_version.startswith("3.")
+    has_tf_keras = importlib.util.find_spec("tf_keras") is not None
+    return has_tf_keras or (keras_version is not None and keras_version.startswith("2."))
+
+
+def flavor_params(flavor: str, values: list[tuple], ids: list[str] | None = None) -> list:
+    """Argument tuples as pytest params, skipped with a reason when ``flavor`` is not installed."""
+    marks = [pytest.mark.keras]
+    if not flavor_available(flavor):
+        marks.append(pytest.mark.skip(reason=f"{flavor} is not installed (pip install -e '.[test]' installs it)"))
+    return [pytest.param(*v, marks=marks, id=ids[i] if ids else None) for i, v in enumerate(values)]
+
+
+@functools.lru_cache(maxsize=None)
+def keras_handle(flavor: str) -> keras_adapter.KerasHandle:
+    return keras_adapter.load_keras(flavor)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    tf = _dist_version("tensorflow-cpu") or _dist_version("tensorflow")
+    lines = [
+        f"rnnparity: python {platform.python_version()}, numpy {np.__version__}, tensorflow {tf}, "
+        f"keras {_dist_version('keras')}, tf-keras {_dist_version('tf-keras')}",
+    ]
+    used = [f for f in FLAVOR_MAJOR if flavor_available(f)]
+    lines.append(f"rnnparity: parity against {', '.join(used) if used else 'no Keras (parity cases skip)'}")
+    return lines

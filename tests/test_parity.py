@@ -1,0 +1,28 @@
+"""Twin vs Keras across the configuration matrix, for each installed Keras flavour.
+
+Every case feeds seeded random weights, inputs, masks and initial states to a Keras layer
+and to its twin, and compares every output and state (and, for stateful layers, every
+call and the carried states) with the one tolerance helper. Reproduce one case with
+``pytest -k <case id>`` or ``rnnparity check --keras <flavour> -k <case id>``.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import FLAVOR_MAJOR, flavor_params, keras_handle
+
+from rnnparity import matrix, parity
+
+
+def _params() -> list:
+    params = []
+    for flavor, major in FLAVOR_MAJOR.items():
+        cases = matrix.all_cases(major)
+        params += flavor_params(flavor, [(flavor, c) for c in cases], [c.case_id for c in cases])
+    return params
+
+
+@pytest.mark.parametrize(("flavor", "case"), _params())
+def test_twin_matches_keras(flavor: str, case: matrix.Case) -> None:
+    result = parity.run_case(case, keras_handle(flavor))
+    assert result.ok, result.message
