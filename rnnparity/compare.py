@@ -109,9 +109,12 @@ def compare_arrays(keras: np.ndarray, twin: np.ndarray, *, dtype: Any = None, rt
 
 
 def assert_parity(keras: Any, twin: Any, *, dtype: Any = None, rtol: float | None = None,
-                  atol: float | None = None, context: str = "") -> Comparison:
-    """Raise ``AssertionError`` with the full message unless ``twin`` matches ``keras``."""
-    result = compare(keras, twin, dtype=dtype, rtol=rtol, atol=atol, context=context)
+                  atol: float | None = None, context: str = "", check_container: bool = True) -> Comparison:
+    """Raise ``AssertionError`` with the full message unless ``twin`` matches ``keras``.
+
+    ``check_container=False`` compares a tuple with a list of the same arrays."""
+    result = compare(keras, twin, dtype=dtype, rtol=rtol, atol=atol, context=context,
+                     check_container=check_container)
     if not result.ok:
         raise AssertionError(result.message)
     return result

@@ -150,21 +150,14 @@ def from_keras(layer: Any) -> RecurrentLayer | Cell:
     major = keras_major_of(layer)
     if not getattr(layer, "built", False) or not layer.get_weights():
         raise ValueError(f"the Keras {class_name} {layer.name!r} is not built yet; call it on an input (or build it) first")
+    _refuse_custom_activations(layer, class_name, major)
     config = dict(layer.get_config())
     config.pop("cell", None)
     dtype = config.pop("dtype", "float32")
     policy = getattr(layer, "dtype_policy", None)
     if policy is not None and getattr(policy, "name", None):
         dtype = policy.name
-    for name in ("activation", "recurrent_activation"):
-        value = config.get(name)
-        if value is not None and not isinstance(value, str):
-            raise ValueError(
-                f"{class_name} {layer.name!r} uses a custom {name} ({value!r}); from_keras handles named "
-                f"Keras activations only — build the twin directly with a NumPy callable"
-            )
     if class_name in _CELLS:
-        config.pop("implementation", None)
         twin: RecurrentLayer | Cell = _CELLS[class_name](dtype=dtype, keras_version=major, **config)
         twin.set_weights(layer.get_weights())
         return twin
@@ -176,6 +169,25 @@ def from_keras(layer: Any) -> RecurrentLayer | Cell:
             values = [to_numpy(s) for s in states]
             layer_twin.reset_state(values)
     return layer_twin
+
+
+def _refuse_custom_activations(layer: Any, class_name: str, major: int) -> None:
+    """Check the activations by function name *before* get_config, which would try to
+    serialize (and warn about) a custom function."""
+    from rnnparity.activations import activations_for
+
+    source = getattr(layer, "cell", layer)
+    known = activations_for(major)
+    for attribute in ("activation", "recurrent_activation"):
+        function = getattr(source, attribute, None)
+        if function is None:
+            continue
+        name = getattr(function, "__name__", None)
+        if name not in known:
+            raise ValueError(
+                f"{class_name} {layer.name!r} uses a custom {attribute} ({function!r}); from_keras handles named "
+                f"Keras {major} activations only ({sorted(known)}) — build the twin directly with a NumPy callable"
+            )
 
 
 def to_numpy(value: Any) -> np.ndarray:

@@ -260,9 +260,6 @@ class Cell:
         config.update(self._extra_config())
         config["dtype"] = _dtype_config(self.dtype, self.keras_version)
         for key in _CELL_TRAINING_KEYS[self.keras_version]:
-            if key == "seed" and self.kind == "simple_rnn" and self.keras_version == 3:
-                config[key] = self.training_only_args.get(key)
-                continue
             config[key] = self.training_only_args.get(key, TRAINING_ONLY_ARGS[key])
         if self.keras_version == 2 and self.kind in ("lstm", "gru"):
             config["implementation"] = self.training_only_args.get("implementation", 2)
@@ -519,6 +516,8 @@ class RecurrentLayer:
         cell_config = self.cell.get_config()
         for key in ("name", "trainable", "dtype"):
             cell_config.pop(key, None)
+        if self.cell.kind == "simple_rnn":
+            cell_config.pop("seed", None)  # Keras 3's SimpleRNN layer (not its cell) has no seed key
         config.update(cell_config)
         config["activity_regularizer"] = self.cell.training_only_args.get("activity_regularizer")
         return config

@@ -1,0 +1,88 @@
+"""The matrix itself: its size and coverage, its data, and that every float32 case can
+actually decide parity (float32 rounding of the twin stays well inside the tolerance)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from rnnparity import matrix
+from rnnparity.compare import compare
+from rnnparity.parity import TWIN_CLASS
+
+
+def test_matrix_has_at_least_2000_cases_and_unique_ids() -> None:
+    cases = matrix.all_cases(2) + matrix.all_cases(3)
+    assert len(cases) >= 2000
+    ids = [c.case_id for c in cases]
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("keras_version", [2, 3])
+def test_core_matrix_crosses_every_combination(keras_version: int) -> None:
+    core = matrix.default_cases(keras_version)
+    seen = {(c.kind, c.reset_after, c.return_sequences, c.return_state, c.mask, c.go_backwards, c.initial_state,
+             c.stateful, c.dtype) for c in core}
+    expected = {(k, ra, *rest) for (k, ra), *rest in itertools.product(
+        [("lstm", True), ("gru", True), ("gru", False), ("simple_rnn", True)], (False, True), (False, True),
+        matrix.MASK_MODES, (False, True), (False, True), (False, True), ("float32", "float64"))}
+    assert seen == expected
+    for attribute, values in {"units": {1, 8}, "timesteps": {1, 9}, "batch": {1, 5}, "use_bias": {True, False},
+                              "recurrent_activation": {"sigmoid", "hard_sigmoid"}}.items():
+        assert values <= {getattr(c, attribute) for c in core}, attribute
+    if keras_version == 2:
+        assert any(c.time_major for c in core)
+
+
+@pytest.mark.parametrize("keras_version", [2, 3])
+def test_every_activation_is_swept(keras_version: int) -> None:
+    from rnnparity.activations import activations_for
+
+    swept = {c.activation for c in matrix.activation_cases(keras_version)}
+    recurrent = {c.recurrent_activation for c in matrix.activation_cases(keras_version)}
+    assert swept == recurrent == set(activations_for(keras_version))
+
+
+def test_weights_are_seeded_random_never_constant() -> None:
+    for case in matrix.all_cases(3)[::7]:
+        data = matrix.make_data(case)
+        for weight in data.weights:
+            assert weight.size == 1 or np.unique(weight).size == weight.size, case.case_id
+        again = matrix.make_data(case)
+        for a, b in zip(data.weights, again.weights):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_masks_include_the_hard_rows() -> None:
+    case = matrix.Case("lstm", 3, batch=3, timesteps=6, mask="scattered", seed=4)
+    mask = matrix.make_data(case).calls[0].mask
+    assert not mask[0, 0] and not mask[1].any()
+    padded = matrix.make_data(matrix.Case("lstm", 3, batch=4, timesteps=6, mask="right_padded", seed=4)).calls[0].mask
+    assert padded[0].all() and all((np.diff(row.astype(int)) <= 0).all() for row in padded)
+
+
+FLOAT32 = [c for v in (2, 3) for c in matrix.all_cases(v) if c.dtype == "float32"]
+
+
+@pytest.mark.parametrize("chunk", range(8))
+def test_float32_cases_are_well_conditioned(chunk: int) -> None:
+    """A float32 case only proves parity if float32 rounding cannot explain a mismatch: the
+    twin in float32 must agree with the twin in float64 (same data) within half the
+    tolerance, leaving the other half for Keras's own rounding."""
+    for case in FLOAT32[chunk::8]:
+        data = matrix.make_data(case)
+        kwargs = case.layer_kwargs()
+        low = TWIN_CLASS[case.kind](**kwargs, keras_version=case.keras_version)
+        high = TWIN_CLASS[case.kind](**{**kwargs, "dtype": "float64"}, keras_version=case.keras_version)
+        low.set_weights(data.weights)
+        high.set_weights(data.weights)
+        for call in data.calls:
+            if call.reset_before:
+                low.reset_state()
+                high.reset_state()
+            a = low(call.inputs, initial_state=call.initial_state, mask=call.mask)
+            b = high(call.inputs, initial_state=call.initial_state, mask=call.mask)
+            result = compare(b, a, dtype="float32", rtol=0.5e-5, atol=0.5e-6, context=case.case_id)
+            assert result.ok, result.message
