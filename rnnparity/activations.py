@@ -241,8 +241,7 @@ def get(identifier: ActivationLike, keras_version: int, argument: str = "activat
         other = activations_for(5 - keras_version)
         hint = f" (it exists in Keras {5 - keras_version} only)" if identifier in other else ""
         raise ValueError(
-            f"{argument}={identifier!r} is not an activation of Keras {keras_version}{hint}; "
-            f"expected one of {sorted(table)}"
+            f"{argument}={identifier!r} is not an activation of Keras {keras_version}{hint}; expected one of {sorted(table)}"
         )
     if callable(identifier):
         return getattr(identifier, "__name__", repr(identifier)), identifier

@@ -8,11 +8,15 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
 import rnnparity
+
+if TYPE_CHECKING:
+    from rnnparity.keras_adapter import KerasHandle
+    from rnnparity.parity import CaseResult
 
 EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
 
@@ -25,18 +29,23 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rnnparity {rnnparity.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="run the parity matrix against the installed Keras")
-    check.add_argument("--keras", choices=["auto", "keras3", "tf-keras"], default="auto",
-                       help="which Keras to check: keras3 (the keras package), tf-keras (Keras 2), "
-                            "or auto (what tf.keras resolves to; default)")
+    check.add_argument(
+        "--keras",
+        choices=["auto", "keras3", "tf-keras"],
+        default="auto",
+        help="which Keras to check: keras3 (the keras package), tf-keras (Keras 2), or auto (what tf.keras resolves to; default)",
+    )
     check.add_argument("--quick", action="store_true", help="a smaller matrix (about 1 case in 8)")
-    check.add_argument("-k", dest="select", metavar="TEXT", default=None,
-                       help="only cases whose id contains TEXT (e.g. lstm, hard_sigmoid, f64)")
-    check.add_argument("--show-failures", type=int, default=10, metavar="N",
-                       help="print the first N mismatches in full (default 10)")
+    check.add_argument(
+        "-k", dest="select", metavar="TEXT", default=None, help="only cases whose id contains TEXT (e.g. lstm, hard_sigmoid, f64)"
+    )
+    check.add_argument(
+        "--show-failures", type=int, default=10, metavar="N", help="print the first N mismatches in full (default 10)"
+    )
     return parser
 
 
-def environment_lines(handle: object) -> list[str]:
+def environment_lines(handle: KerasHandle) -> list[str]:
     lines = [f"python {platform.python_version()}, numpy {np.__version__}, rnnparity {rnnparity.__version__}"]
     try:
         import tensorflow as tf
@@ -44,7 +53,7 @@ def environment_lines(handle: object) -> list[str]:
         lines.append(f"tensorflow {tf.__version__}")
     except ImportError:
         lines.append("tensorflow not installed")
-    lines.append(f"checking against {handle.describe()}")  # type: ignore[attr-defined]
+    lines.append(f"checking against {handle.describe()}")
     return lines
 
 
@@ -90,13 +99,13 @@ def run_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     out.flush()
 
     progress = _Progress(len(cases), err)
-    groups: dict[tuple[str, str], list[parity.CaseResult]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[CaseResult]] = defaultdict(list)
     failures: list[parity.CaseResult] = []
     start = time.perf_counter()
     for done, case in enumerate(cases, 1):
         try:
             result = parity.run_case(case, handle)
-        except Exception as exc:  # noqa: BLE001 - a crash is a reported failure, not an abort
+        except Exception as exc:
             result = parity.CaseResult(case, False, float("inf"), float("inf"), f"[{case.case_id}] error: {exc!r}")
         groups[(case.kind, case.dtype)].append(result)
         if not result.ok:
@@ -114,15 +123,16 @@ def run_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK if not failures else EXIT_MISMATCH
 
 
-def _summary_table(groups: dict[tuple[str, str], list[object]]) -> str:
+def _summary_table(groups: dict[tuple[str, str], list[CaseResult]]) -> str:
     header = ("layer", "dtype", "configurations", "passed", "failed", "worst abs err", "worst rel err")
     rows = [header]
     for (kind, dtype), results in sorted(groups.items()):
-        passed = sum(1 for r in results if r.ok)  # type: ignore[attr-defined]
-        worst_abs = max(r.max_abs for r in results)  # type: ignore[attr-defined]
-        worst_rel = max(r.max_rel for r in results)  # type: ignore[attr-defined]
-        rows.append((kind, dtype, str(len(results)), str(passed), str(len(results) - passed),
-                     f"{worst_abs:.2e}", f"{worst_rel:.2e}"))
+        passed = sum(1 for r in results if r.ok)
+        worst_abs = max(r.max_abs for r in results)
+        worst_rel = max(r.max_rel for r in results)
+        rows.append(
+            (kind, dtype, str(len(results)), str(passed), str(len(results) - passed), f"{worst_abs:.2e}", f"{worst_rel:.2e}")
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))

@@ -50,8 +50,16 @@ def _structure(value: Any) -> tuple[str, list[Any]]:
     return "array", [value]
 
 
-def compare(keras: Any, twin: Any, *, dtype: Any = None, rtol: float | None = None,
-            atol: float | None = None, context: str = "", check_container: bool = True) -> Comparison:
+def compare(
+    keras: Any,
+    twin: Any,
+    *,
+    dtype: Any = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    context: str = "",
+    check_container: bool = True,
+) -> Comparison:
     """Compare Keras's result with the twin's: container type, length, shapes, then values.
 
     ``keras`` and ``twin`` are an array, or a tuple/list of arrays (``output, h[, c]``).
@@ -61,14 +69,19 @@ def compare(keras: Any, twin: Any, *, dtype: Any = None, rtol: float | None = No
     t_kind, t_items = _structure(twin)
     prefix = f"[{context}] " if context else ""
     if (check_container and k_kind != t_kind) or len(k_items) != len(t_items):
-        return Comparison(False, np.inf, np.inf,
-                          f"{prefix}structure differs: keras returns {k_kind} of {len(k_items)}, twin {t_kind} of {len(t_items)}")
+        return Comparison(
+            False,
+            np.inf,
+            np.inf,
+            f"{prefix}structure differs: keras returns {k_kind} of {len(k_items)}, twin {t_kind} of {len(t_items)}",
+        )
     worst = Comparison(True, 0.0, 0.0, f"{prefix}match")
     names = ["output", "h", "c"] if len(k_items) > 1 else ["output"]
     for index, (k_value, t_value) in enumerate(zip(k_items, t_items)):
         name = names[index] if index < len(names) else f"item {index}"
-        result = compare_arrays(np.asarray(k_value), np.asarray(t_value), dtype=dtype, rtol=rtol, atol=atol,
-                                context=f"{context} {name}".strip())
+        result = compare_arrays(
+            np.asarray(k_value), np.asarray(t_value), dtype=dtype, rtol=rtol, atol=atol, context=f"{context} {name}".strip()
+        )
         if not result.ok:
             return result
         if result.max_abs > worst.max_abs or result.max_rel > worst.max_rel:
@@ -76,8 +89,15 @@ def compare(keras: Any, twin: Any, *, dtype: Any = None, rtol: float | None = No
     return worst
 
 
-def compare_arrays(keras: np.ndarray, twin: np.ndarray, *, dtype: Any = None, rtol: float | None = None,
-                   atol: float | None = None, context: str = "") -> Comparison:
+def compare_arrays(
+    keras: np.ndarray,
+    twin: np.ndarray,
+    *,
+    dtype: Any = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    context: str = "",
+) -> Comparison:
     prefix = f"[{context}] " if context else ""
     if keras.shape != twin.shape:
         return Comparison(False, np.inf, np.inf, f"{prefix}shape differs: keras {keras.shape}, twin {twin.shape}")
@@ -108,13 +128,20 @@ def compare_arrays(keras: np.ndarray, twin: np.ndarray, *, dtype: Any = None, rt
     return Comparison(ok, max_abs, max_rel, message)
 
 
-def assert_parity(keras: Any, twin: Any, *, dtype: Any = None, rtol: float | None = None,
-                  atol: float | None = None, context: str = "", check_container: bool = True) -> Comparison:
+def assert_parity(
+    keras: Any,
+    twin: Any,
+    *,
+    dtype: Any = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    context: str = "",
+    check_container: bool = True,
+) -> Comparison:
     """Raise ``AssertionError`` with the full message unless ``twin`` matches ``keras``.
 
     ``check_container=False`` compares a tuple with a list of the same arrays."""
-    result = compare(keras, twin, dtype=dtype, rtol=rtol, atol=atol, context=context,
-                     check_container=check_container)
+    result = compare(keras, twin, dtype=dtype, rtol=rtol, atol=atol, context=context, check_container=check_container)
     if not result.ok:
         raise AssertionError(result.message)
     return result

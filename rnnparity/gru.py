@@ -118,8 +118,7 @@ class GRU(RecurrentLayer):
         time_major: bool = False,
         **training_only_args: Any,
     ) -> None:
-        cell = GRUCell(units, activation, recurrent_activation, use_bias, reset_after,
-                       dtype, keras_version, **training_only_args)
+        cell = GRUCell(units, activation, recurrent_activation, use_bias, reset_after, dtype, keras_version, **training_only_args)
         super().__init__(cell, return_sequences, return_state, go_backwards, stateful, zero_output_for_mask, time_major)
 
     @property

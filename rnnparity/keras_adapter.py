@@ -90,7 +90,7 @@ def load_keras(flavor: str = "auto") -> KerasHandle:
         if _major(version) == 2:
             return KerasHandle(keras, "keras", version, 2, "tensorflow")
         raise ImportError("--keras tf-keras needs the tf-keras package (or TensorFlow <= 2.15 with its own Keras 2)")
-    raise ValueError(f"keras flavor must be one of {FLAVORS + ('auto',)}; got {flavor!r}")
+    raise ValueError(f"keras flavor must be one of {(*FLAVORS, 'auto')}; got {flavor!r}")
 
 
 def _auto_flavor() -> str:
@@ -144,9 +144,7 @@ def from_keras(layer: Any) -> RecurrentLayer | Cell:
     """
     class_name = type(layer).__name__
     if class_name not in _LAYERS and class_name not in _CELLS:
-        raise TypeError(
-            f"from_keras supports {sorted(_LAYERS) + sorted(_CELLS)}; got {type(layer).__module__}.{class_name}"
-        )
+        raise TypeError(f"from_keras supports {sorted(_LAYERS) + sorted(_CELLS)}; got {type(layer).__module__}.{class_name}")
     major = keras_major_of(layer)
     if not getattr(layer, "built", False) or not layer.get_weights():
         raise ValueError(f"the Keras {class_name} {layer.name!r} is not built yet; call it on an input (or build it) first")
@@ -161,7 +159,8 @@ def from_keras(layer: Any) -> RecurrentLayer | Cell:
         twin: RecurrentLayer | Cell = _CELLS[class_name](dtype=dtype, keras_version=major, **config)
         twin.set_weights(layer.get_weights())
         return twin
-    layer_twin = _LAYERS[class_name](dtype=dtype, keras_version=major, **config)
+    layer_class: Any = _LAYERS[class_name]
+    layer_twin: RecurrentLayer = layer_class(dtype=dtype, keras_version=major, **config)
     layer_twin.set_weights(layer.get_weights())
     if layer_twin.stateful:
         states = getattr(layer, "states", None)
@@ -199,12 +198,13 @@ def to_numpy(value: Any) -> np.ndarray:
         import keras
 
         return np.asarray(keras.ops.convert_to_numpy(value))
-    except Exception:  # noqa: BLE001 - last resort for non-TF backends
+    except Exception:
         return np.asarray(value)
 
 
-def build_layer(handle: KerasHandle, kind: str, config: dict[str, Any], input_shape: tuple[int, int, int],
-                weights: list[np.ndarray]) -> Any:
+def build_layer(
+    handle: KerasHandle, kind: str, config: dict[str, Any], input_shape: tuple[int, int, int], weights: list[np.ndarray]
+) -> Any:
     """A built Keras layer of ``kind`` with ``config`` and ``weights`` (in Keras layout)."""
     cls = getattr(handle.module.layers, KERAS_CLASS[kind])
     layer = cls(**config)
@@ -213,8 +213,13 @@ def build_layer(handle: KerasHandle, kind: str, config: dict[str, Any], input_sh
     return layer
 
 
-def call_layer(handle: KerasHandle, layer: Any, inputs: np.ndarray, initial_state: list[np.ndarray] | None = None,
-               mask: np.ndarray | None = None) -> Any:
+def call_layer(
+    handle: KerasHandle,
+    layer: Any,
+    inputs: np.ndarray,
+    initial_state: list[np.ndarray] | None = None,
+    mask: np.ndarray | None = None,
+) -> Any:
     """Call a Keras layer; returns an ndarray, or a tuple/list of ndarrays as Keras packed it."""
     kwargs: dict[str, Any] = {}
     if handle.major == 2:

@@ -27,8 +27,9 @@ def gate_slice(kind: str, gate: str, units: int) -> slice:
     return slice(k * units, (k + 1) * units)
 
 
-def weight_shapes(kind: str, units: int, input_dim: int, use_bias: bool = True,
-                  reset_after: bool = True) -> list[tuple[int, ...]]:
+def weight_shapes(
+    kind: str, units: int, input_dim: int, use_bias: bool = True, reset_after: bool = True
+) -> list[tuple[int, ...]]:
     """Shapes of the Keras weight list ``[kernel, recurrent_kernel, (bias)]``."""
     width = len(GATE_ORDER[kind]) * units
     shapes: list[tuple[int, ...]] = [(input_dim, width), (units, width)]

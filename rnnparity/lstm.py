@@ -91,8 +91,9 @@ class LSTM(RecurrentLayer):
         time_major: bool = False,
         **training_only_args: Any,
     ) -> None:
-        cell = LSTMCell(units, activation, recurrent_activation, use_bias, unit_forget_bias,
-                        dtype, keras_version, **training_only_args)
+        cell = LSTMCell(
+            units, activation, recurrent_activation, use_bias, unit_forget_bias, dtype, keras_version, **training_only_args
+        )
         super().__init__(cell, return_sequences, return_state, go_backwards, stateful, zero_output_for_mask, time_major)
 
     @property

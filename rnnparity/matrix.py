@@ -62,14 +62,19 @@ class Case:
     @property
     def case_id(self) -> str:
         parts = [
-            f"k{self.keras_version}", self.kind,
+            f"k{self.keras_version}",
+            self.kind,
             *(["ra" if self.reset_after else "rb"] if self.kind == "gru" else []),
-            f"u{self.units}", f"d{self.input_dim}", f"t{self.timesteps}", f"b{self.batch}",
+            f"u{self.units}",
+            f"d{self.input_dim}",
+            f"t{self.timesteps}",
+            f"b{self.batch}",
             self.activation,
             *([self.recurrent_activation] if self.kind != "simple_rnn" else []),
             "bias" if self.use_bias else "nobias",
             *(["nufb"] if self.kind == "lstm" and not self.unit_forget_bias else []),
-            f"seq{int(self.return_sequences)}", f"st{int(self.return_state)}",
+            f"seq{int(self.return_sequences)}",
+            f"st{int(self.return_state)}",
             *(["back"] if self.go_backwards else []),
             *(["stateful"] if self.stateful else []),
             *([f"mask-{self.mask}"] if self.mask != "none" else []),
@@ -188,7 +193,13 @@ def default_cases(keras_version: int, quick: bool = False) -> list[Case]:
     chosen by hashing each case's key so every axis keeps both of its values)."""
     cases = []
     core = itertools.product(
-        _variant_grid(), (False, True), (False, True), MASK_MODES, (False, True), (False, True), (False, True),
+        _variant_grid(),
+        (False, True),
+        (False, True),
+        MASK_MODES,
+        (False, True),
+        (False, True),
+        (False, True),
         ("float32", "float64"),
     )
     for (kind, reset_after), seq, state, mask, back, init, stateful, dtype in core:
@@ -196,29 +207,31 @@ def default_cases(keras_version: int, quick: bool = False) -> list[Case]:
         if quick and _seed_of(key + "/quick") % 8 != 0:
             continue
         rng = np.random.default_rng(_seed_of(key))
-        cases.append(Case(
-            kind=kind,
-            keras_version=keras_version,
-            reset_after=reset_after,
-            return_sequences=seq,
-            return_state=state,
-            mask=mask,
-            go_backwards=back,
-            initial_state=init,
-            stateful=stateful,
-            dtype=dtype,
-            units=int(rng.choice([1, 2, 3, 5, 8])),
-            input_dim=int(rng.choice([1, 2, 4, 7])),
-            timesteps=int(rng.choice([1, 2, 3, 6, 9])),
-            batch=int(rng.choice([1, 2, 3, 5])),
-            activation=str(rng.choice(["tanh", "tanh", "tanh", "relu", "sigmoid", "elu", "softsign", "linear"])),
-            recurrent_activation=str(rng.choice(["sigmoid", "sigmoid", "hard_sigmoid"])),
-            use_bias=bool(rng.random() < 0.75),
-            unit_forget_bias=bool(rng.random() < 0.5),
-            time_major=bool(keras_version == 2 and not stateful and rng.random() < 0.2),
-            seed=_seed_of(key + "/data"),
-            tags=("core",),
-        ))
+        cases.append(
+            Case(
+                kind=kind,
+                keras_version=keras_version,
+                reset_after=reset_after,
+                return_sequences=seq,
+                return_state=state,
+                mask=mask,
+                go_backwards=back,
+                initial_state=init,
+                stateful=stateful,
+                dtype=dtype,
+                units=int(rng.choice([1, 2, 3, 5, 8])),
+                input_dim=int(rng.choice([1, 2, 4, 7])),
+                timesteps=int(rng.choice([1, 2, 3, 6, 9])),
+                batch=int(rng.choice([1, 2, 3, 5])),
+                activation=str(rng.choice(["tanh", "tanh", "tanh", "relu", "sigmoid", "elu", "softsign", "linear"])),
+                recurrent_activation=str(rng.choice(["sigmoid", "sigmoid", "hard_sigmoid"])),
+                use_bias=bool(rng.random() < 0.75),
+                unit_forget_bias=bool(rng.random() < 0.5),
+                time_major=bool(keras_version == 2 and not stateful and rng.random() < 0.2),
+                seed=_seed_of(key + "/data"),
+                tags=("core",),
+            )
+        )
     return cases
 
 
@@ -231,20 +244,37 @@ def activation_cases(keras_version: int) -> list[Case]:
         for kind, reset_after in _variant_grid():
             key = f"k{keras_version}/act/{name}/{kind}/{reset_after}"
             rng = np.random.default_rng(_seed_of(key))
-            recurrent = names[(index * 7 + 3) % len(names)] if kind != "simple_rnn" else "sigmoid"
             base = Case(
-                kind=kind, keras_version=keras_version, reset_after=reset_after,
-                units=int(rng.choice([2, 4, 6])), input_dim=int(rng.choice([1, 3, 5])), timesteps=4,
-                batch=3, activation=name, recurrent_activation="sigmoid",
-                return_sequences=True, return_state=True, mask="scattered",
-                dtype="float64" if index % 2 else "float32", seed=_seed_of(key + "/data"), tags=("activation",),
+                kind=kind,
+                keras_version=keras_version,
+                reset_after=reset_after,
+                units=int(rng.choice([2, 4, 6])),
+                input_dim=int(rng.choice([1, 3, 5])),
+                timesteps=4,
+                batch=3,
+                activation=name,
+                recurrent_activation="sigmoid",
+                return_sequences=True,
+                return_state=True,
+                mask="scattered",
+                dtype="float64" if index % 2 else "float32",
+                seed=_seed_of(key + "/data"),
+                tags=("activation",),
             )
             cases.append(base)
             if kind != "simple_rnn":
                 # float64: a non-gate function as a gate (exponential, selu, ...) makes the
                 # recurrence expand, and float32 rounding would then grow past any tolerance.
-                cases.append(replace(base, activation="tanh", recurrent_activation=name, dtype="float64",
-                                     seed=base.seed + 1, tags=("recurrent_activation",)))
+                cases.append(
+                    replace(
+                        base,
+                        activation="tanh",
+                        recurrent_activation=name,
+                        dtype="float64",
+                        seed=base.seed + 1,
+                        tags=("recurrent_activation",),
+                    )
+                )
     return cases
 
 
@@ -255,11 +285,24 @@ def hard_sigmoid_cases(keras_version: int) -> list[Case]:
         [v for v in _variant_grid() if v[0] != "simple_rnn"], ("float32", "float64"), (1.0, 3.0, 6.0)
     ):
         key = f"k{keras_version}/hs/{kind}/{reset_after}/{dtype}/{scale}"
-        cases.append(Case(
-            kind=kind, keras_version=keras_version, reset_after=reset_after, units=4, input_dim=3, timesteps=6,
-            batch=4, recurrent_activation="hard_sigmoid", return_sequences=True, return_state=True,
-            dtype=dtype, input_scale=scale, seed=_seed_of(key), tags=("hard_sigmoid",),
-        ))
+        cases.append(
+            Case(
+                kind=kind,
+                keras_version=keras_version,
+                reset_after=reset_after,
+                units=4,
+                input_dim=3,
+                timesteps=6,
+                batch=4,
+                recurrent_activation="hard_sigmoid",
+                return_sequences=True,
+                return_state=True,
+                dtype=dtype,
+                input_scale=scale,
+                seed=_seed_of(key),
+                tags=("hard_sigmoid",),
+            )
+        )
     return cases
 
 

@@ -73,8 +73,6 @@ def _check_bool(value: Any, argument: str) -> bool:
 
 def _check_units(units: Any) -> int:
     if isinstance(units, (bool, np.bool_)) or not isinstance(units, numbers.Integral):
-        if isinstance(units, numbers.Real) and np.isfinite(units) and float(units).is_integer() and units > 0:
-            return int(units)
         raise TypeError(f"units must be a positive integer; got {type(units).__name__} {units!r}")
     if units <= 0:
         raise ValueError(f"units must be a positive integer; got {units}")
@@ -117,7 +115,7 @@ def _check_training_args(owner: str, extra: dict[str, Any]) -> dict[str, Any]:
     for key in ("dropout", "recurrent_dropout"):
         if key in extra:
             value = extra[key]
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0 <= value <= 1):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0.0 <= float(value) <= 1.0):
                 raise ValueError(f"{key} must be a finite number in [0, 1]; got {value!r}")
     return extra
 
@@ -201,9 +199,7 @@ class Cell:
         expected = self._weight_shapes(input_dim)
         for name, array, shape in zip(names, arrays, expected):
             if array.shape != shape:
-                raise ValueError(
-                    f"{name} has shape {array.shape}; {self._describe()} with input_dim {input_dim} expects {shape}"
-                )
+                raise ValueError(f"{name} has shape {array.shape}; {self._describe()} with input_dim {input_dim} expects {shape}")
         self.kernel, self.recurrent_kernel = arrays[0], arrays[1]
         self.bias = arrays[2] if self.use_bias else None
         self._prepare()
@@ -270,12 +266,37 @@ class Cell:
 
 
 _CELL_TRAINING_KEYS = {
-    2: ("name", "trainable", "kernel_initializer", "recurrent_initializer", "bias_initializer",
-        "kernel_regularizer", "recurrent_regularizer", "bias_regularizer", "kernel_constraint",
-        "recurrent_constraint", "bias_constraint", "dropout", "recurrent_dropout"),
-    3: ("name", "trainable", "kernel_initializer", "recurrent_initializer", "bias_initializer",
-        "kernel_regularizer", "recurrent_regularizer", "bias_regularizer", "kernel_constraint",
-        "recurrent_constraint", "bias_constraint", "dropout", "recurrent_dropout", "seed"),
+    2: (
+        "name",
+        "trainable",
+        "kernel_initializer",
+        "recurrent_initializer",
+        "bias_initializer",
+        "kernel_regularizer",
+        "recurrent_regularizer",
+        "bias_regularizer",
+        "kernel_constraint",
+        "recurrent_constraint",
+        "bias_constraint",
+        "dropout",
+        "recurrent_dropout",
+    ),
+    3: (
+        "name",
+        "trainable",
+        "kernel_initializer",
+        "recurrent_initializer",
+        "bias_initializer",
+        "kernel_regularizer",
+        "recurrent_regularizer",
+        "bias_regularizer",
+        "kernel_constraint",
+        "recurrent_constraint",
+        "bias_constraint",
+        "dropout",
+        "recurrent_dropout",
+        "seed",
+    ),
 }
 
 
@@ -424,7 +445,9 @@ class RecurrentLayer:
         """Run the layer; returns exactly what the emulated Keras returns."""
         self.cell._require_built()
         if training and (self.cell.training_only_args.get("dropout") or self.cell.training_only_args.get("recurrent_dropout")):
-            raise ValueError("training=True with dropout > 0 draws random masks that a twin cannot reproduce; call with training=False")
+            raise ValueError(
+                "training=True with dropout > 0 draws random masks that a twin cannot reproduce; call with training=False"
+            )
         x = _as_float_array(inputs, self.dtype, "inputs")
         if x.ndim != 3:
             layout = "(timesteps, batch, input_dim)" if self.time_major else "(batch, timesteps, input_dim)"
@@ -445,8 +468,13 @@ class RecurrentLayer:
         with np.errstate(over="ignore", invalid="ignore"):
             x_proj = self.cell.input_projection(x)
             last_output, outputs, final_states = run_time_loop(
-                self.cell, x_proj, states, time_mask, self.go_backwards,
-                self.zero_output_for_mask, self.return_sequences,
+                self.cell,
+                x_proj,
+                states,
+                time_mask,
+                self.go_backwards,
+                self.zero_output_for_mask,
+                self.return_sequences,
             )
         if self.stateful:
             self._states = [s.copy() for s in final_states]
@@ -523,9 +551,11 @@ class RecurrentLayer:
         return config
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(units={self.units}, keras_version={self.keras_version}, "
-                f"dtype={self.dtype.name!r}, return_sequences={self.return_sequences}, "
-                f"return_state={self.return_state})")
+        return (
+            f"{type(self).__name__}(units={self.units}, keras_version={self.keras_version}, "
+            f"dtype={self.dtype.name!r}, return_sequences={self.return_sequences}, "
+            f"return_state={self.return_state})"
+        )
 
 
 def split_layer_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

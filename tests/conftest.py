@@ -39,7 +39,7 @@ def flavor_params(flavor: str, values: list[tuple], ids: list[str] | None = None
     return [pytest.param(*v, marks=marks, id=ids[i] if ids else None) for i, v in enumerate(values)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def keras_handle(flavor: str) -> keras_adapter.KerasHandle:
     return keras_adapter.load_keras(flavor)
 

@@ -26,7 +26,9 @@ X = np.random.default_rng(0).normal(size=(2, 4, 2)).astype(np.float32)
 
 
 def test_import_does_not_load_tensorflow() -> None:
-    code = "import sys, rnnparity; sys.exit(int(any(m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras') for m in sys.modules)))"
+    code = (
+        "import sys, rnnparity; sys.exit(int(any(m.split('.')[0] in ('tensorflow', 'keras', 'tf_keras') for m in sys.modules)))"
+    )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
@@ -142,12 +144,17 @@ def test_cells_step_with_list_or_single_state() -> None:
 ERRORS = [
     (lambda: LSTM(3).set_weights(_weights("lstm")[:2]), ValueError, "expects 3 weights"),
     (lambda: LSTM(3).set_weights(_weights("lstm", units=4)), ValueError, "kernel has shape (2, 16)"),
-    (lambda: LSTM(3).set_weights([np.zeros((2, 12)), np.zeros((12, 3)), np.zeros(12)]), ValueError,
-     "recurrent_kernel has shape (12, 3); LSTM(units=3, use_bias=True) with input_dim 2 expects (3, 12)"),
-    (lambda: LSTM(3).set_weights([np.zeros((2, 10)), np.zeros((3, 12)), np.zeros(12)]), ValueError,
-     "kernel has shape (2, 10); LSTM(units=3, use_bias=True) with input_dim 2 expects (2, 12)"),
-    (lambda: GRU(3, reset_after=True).set_weights(_weights("gru", reset_after=False)), ValueError,
-     "bias has shape (9,)"),
+    (
+        lambda: LSTM(3).set_weights([np.zeros((2, 12)), np.zeros((12, 3)), np.zeros(12)]),
+        ValueError,
+        "recurrent_kernel has shape (12, 3); LSTM(units=3, use_bias=True) with input_dim 2 expects (3, 12)",
+    ),
+    (
+        lambda: LSTM(3).set_weights([np.zeros((2, 10)), np.zeros((3, 12)), np.zeros(12)]),
+        ValueError,
+        "kernel has shape (2, 10); LSTM(units=3, use_bias=True) with input_dim 2 expects (2, 12)",
+    ),
+    (lambda: GRU(3, reset_after=True).set_weights(_weights("gru", reset_after=False)), ValueError, "bias has shape (9,)"),
     (lambda: LSTM(3, use_bias=False).set_weights(_weights("lstm")), ValueError, "expects 2 weights"),
     (lambda: LSTM(3).set_weights(np.zeros(3)), TypeError, "weights must be a list"),
     (lambda: LSTM(3).set_weights(["a", "b", "c"]), TypeError, "kernel must be a numeric array"),
@@ -159,8 +166,11 @@ ERRORS = [
     (lambda: _lstm()(X, mask=np.ones((4, 2), bool)), ValueError, "mask must have shape (batch, timesteps) = (2, 4)"),
     (lambda: _lstm()(X, mask=np.ones((2, 4), object)), TypeError, "mask must be booleans"),
     (lambda: _lstm()(X, initial_state=[np.zeros((2, 3))]), ValueError, "initial_state must hold 2 array(s)"),
-    (lambda: _lstm()(X, initial_state=[np.zeros((2, 3)), np.zeros((3, 3))]), ValueError,
-     "initial_state (c) must have shape (2, 3); got (3, 3)"),
+    (
+        lambda: _lstm()(X, initial_state=[np.zeros((2, 3)), np.zeros((3, 3))]),
+        ValueError,
+        "initial_state (c) must have shape (2, 3); got (3, 3)",
+    ),
     (lambda: LSTM(3, activation="tanhh"), ValueError, "activation='tanhh' is not an activation of Keras 3"),
     (lambda: LSTM(3, recurrent_activation="celu", keras_version=2), ValueError, "exists in Keras 3 only"),
     (lambda: LSTM(3, activation="glu"), ValueError, "halves the last axis"),
@@ -194,8 +204,17 @@ def test_stateful_batch_size_is_fixed_after_first_call() -> None:
 
 
 def test_training_only_arguments_are_accepted_and_kept() -> None:
-    layer = LSTM(3, kernel_initializer="he_normal", dropout=0.25, recurrent_dropout=0.1, seed=7, unroll=True,
-                 name="encoder", implementation=1, use_cudnn=False)
+    layer = LSTM(
+        3,
+        kernel_initializer="he_normal",
+        dropout=0.25,
+        recurrent_dropout=0.1,
+        seed=7,
+        unroll=True,
+        name="encoder",
+        implementation=1,
+        use_cudnn=False,
+    )
     config = layer.get_config()
     assert config["kernel_initializer"] == "he_normal" and config["dropout"] == 0.25 and config["name"] == "encoder"
 

@@ -20,8 +20,18 @@ IDS = [f"{k}{'' if k != 'gru' else ('-ra' if ra else '-rb')}-{dt}-k{v}" for (k, 
 
 
 def _layer(kind: str, reset_after: bool, dtype: str, keras_version: int, seed: int = 0, **kwargs):
-    case = matrix.Case(kind, keras_version, units=4, input_dim=3, timesteps=7, batch=3, reset_after=reset_after,
-                       dtype=dtype, seed=seed, recurrent_activation="hard_sigmoid" if seed % 2 else "sigmoid")
+    case = matrix.Case(
+        kind,
+        keras_version,
+        units=4,
+        input_dim=3,
+        timesteps=7,
+        batch=3,
+        reset_after=reset_after,
+        dtype=dtype,
+        seed=seed,
+        recurrent_activation="hard_sigmoid" if seed % 2 else "sigmoid",
+    )
     config = {**case.layer_kwargs(), **kwargs}
     layer = TWIN_CLASS[kind](**config, keras_version=keras_version)
     data = matrix.make_data(case)
@@ -46,10 +56,10 @@ def test_cell_loop_equals_whole_sequence(variant, dtype, keras_version) -> None:
 @pytest.mark.parametrize(("variant", "dtype", "keras_version"), GRID, ids=IDS)
 def test_stateful_chunks_equal_one_call(variant, dtype, keras_version) -> None:
     kind, reset_after = variant
-    whole_layer, x, _ = _layer(kind, reset_after, dtype, keras_version, seed=2, return_sequences=True,
-                               return_state=True)
-    chunked, _, _ = _layer(kind, reset_after, dtype, keras_version, seed=2, return_sequences=True,
-                           return_state=True, stateful=True)
+    whole_layer, x, _ = _layer(kind, reset_after, dtype, keras_version, seed=2, return_sequences=True, return_state=True)
+    chunked, _, _ = _layer(
+        kind, reset_after, dtype, keras_version, seed=2, return_sequences=True, return_state=True, stateful=True
+    )
     whole = whole_layer(x)
     pieces = [chunked(x[:, a:b]) for a, b in ((0, 3), (3, 4), (4, 7))]
     assert_parity(whole[0], np.concatenate([p[0] for p in pieces], axis=1), context="outputs")
@@ -62,18 +72,17 @@ def test_stateful_chunks_equal_one_call(variant, dtype, keras_version) -> None:
 @pytest.mark.parametrize(("variant", "dtype", "keras_version"), GRID, ids=IDS)
 def test_go_backwards_equals_reversed_input(variant, dtype, keras_version) -> None:
     kind, reset_after = variant
-    backwards, x, _ = _layer(kind, reset_after, dtype, keras_version, seed=3, return_sequences=True,
-                             return_state=True, go_backwards=True)
-    forwards, _, _ = _layer(kind, reset_after, dtype, keras_version, seed=3, return_sequences=True,
-                            return_state=True)
+    backwards, x, _ = _layer(
+        kind, reset_after, dtype, keras_version, seed=3, return_sequences=True, return_state=True, go_backwards=True
+    )
+    forwards, _, _ = _layer(kind, reset_after, dtype, keras_version, seed=3, return_sequences=True, return_state=True)
     assert_parity(forwards(x[:, ::-1]), backwards(x))
 
 
 @pytest.mark.parametrize(("variant", "dtype", "keras_version"), GRID, ids=IDS)
 def test_all_true_mask_equals_no_mask(variant, dtype, keras_version) -> None:
     kind, reset_after = variant
-    layer, x, case = _layer(kind, reset_after, dtype, keras_version, seed=4, return_sequences=True,
-                            return_state=True)
+    layer, x, case = _layer(kind, reset_after, dtype, keras_version, seed=4, return_sequences=True, return_state=True)
     full = np.ones((case.batch, case.timesteps), bool)
     assert_parity(layer(x), layer(x, mask=full))
     assert_parity(layer(x), layer(x, mask=full.astype(np.int32)))
@@ -128,8 +137,7 @@ def test_keras2_stateful_keeps_carried_state_over_initial_state() -> None:
 
 def test_time_major_equals_batch_major() -> None:
     layer, x, case = _layer("lstm", True, "float64", 2, seed=8, return_sequences=True, return_state=True)
-    tm_layer, _, _ = _layer("lstm", True, "float64", 2, seed=8, return_sequences=True, return_state=True,
-                            time_major=True)
+    tm_layer, _, _ = _layer("lstm", True, "float64", 2, seed=8, return_sequences=True, return_state=True, time_major=True)
     mask = np.random.default_rng(1).random((case.batch, case.timesteps)) < 0.7
     out, h, c = layer(x, mask=mask)
     tm_out, tm_h, tm_c = tm_layer(x.transpose(1, 0, 2), mask=mask.T)

@@ -47,14 +47,27 @@ def test_config_keys_match_keras(flavor: str, cls: str, kind: str) -> None:
     cell = getattr(handle.module.layers, f"{cls}Cell")(4)
     cell.build((2, 2))
     assert set(rnnparity.from_keras(cell).get_config()) == set(cell.get_config())
-    for key in ("units", "activation", "recurrent_activation", "use_bias", "go_backwards", "return_sequences",
-                "return_state", "stateful", "reset_after", "unit_forget_bias", "time_major", "zero_output_for_mask"):
+    for key in (
+        "units",
+        "activation",
+        "recurrent_activation",
+        "use_bias",
+        "go_backwards",
+        "return_sequences",
+        "return_state",
+        "stateful",
+        "reset_after",
+        "unit_forget_bias",
+        "time_major",
+        "zero_output_for_mask",
+    ):
         if key in keras_config:
             assert twin_config[key] == keras_config[key], key
 
 
-@pytest.mark.parametrize(("flavor", "cls", "kind"), _all([("LSTMCell", "lstm"), ("GRUCell", "gru"),
-                                                          ("SimpleRNNCell", "simple_rnn")]))
+@pytest.mark.parametrize(
+    ("flavor", "cls", "kind"), _all([("LSTMCell", "lstm"), ("GRUCell", "gru"), ("SimpleRNNCell", "simple_rnn")])
+)
 def test_from_keras_cells_step_like_keras(flavor: str, cls: str, kind: str) -> None:
     import tensorflow as tf
 
@@ -99,8 +112,9 @@ def test_from_keras_refuses_what_it_cannot_twin(flavor: str) -> None:
 @pytest.mark.parametrize(("flavor", "kind"), _all([("lstm",), ("gru",), ("simple_rnn",)]))
 def test_nan_at_a_masked_step_matches_keras(flavor: str, kind: str) -> None:
     handle = keras_handle(flavor)
-    case = matrix.Case(kind, handle.major, units=3, input_dim=4, timesteps=5, batch=3, return_sequences=True,
-                       return_state=True, seed=21)
+    case = matrix.Case(
+        kind, handle.major, units=3, input_dim=4, timesteps=5, batch=3, return_sequences=True, return_state=True, seed=21
+    )
     data = matrix.make_data(case)
     x = data.calls[0].inputs.copy()
     x[0, 2] = np.nan
@@ -120,8 +134,7 @@ def test_nan_at_a_masked_step_matches_keras(flavor: str, kind: str) -> None:
 def test_subnormal_and_huge_inputs_match_keras(flavor: str, kind: str) -> None:
     """TensorFlow flushes subnormals to zero; the absolute floor of the tolerance covers it."""
     handle = keras_handle(flavor)
-    case = matrix.Case(kind, handle.major, units=3, input_dim=4, timesteps=4, batch=4, return_sequences=True,
-                       seed=22)
+    case = matrix.Case(kind, handle.major, units=3, input_dim=4, timesteps=4, batch=4, return_sequences=True, seed=22)
     data = matrix.make_data(case)
     x = data.calls[0].inputs.copy()
     x[0] = 1e-40

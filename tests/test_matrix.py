@@ -23,14 +23,31 @@ def test_matrix_has_at_least_2000_cases_and_unique_ids() -> None:
 @pytest.mark.parametrize("keras_version", [2, 3])
 def test_core_matrix_crosses_every_combination(keras_version: int) -> None:
     core = matrix.default_cases(keras_version)
-    seen = {(c.kind, c.reset_after, c.return_sequences, c.return_state, c.mask, c.go_backwards, c.initial_state,
-             c.stateful, c.dtype) for c in core}
-    expected = {(k, ra, *rest) for (k, ra), *rest in itertools.product(
-        [("lstm", True), ("gru", True), ("gru", False), ("simple_rnn", True)], (False, True), (False, True),
-        matrix.MASK_MODES, (False, True), (False, True), (False, True), ("float32", "float64"))}
+    seen = {
+        (c.kind, c.reset_after, c.return_sequences, c.return_state, c.mask, c.go_backwards, c.initial_state, c.stateful, c.dtype)
+        for c in core
+    }
+    expected = {
+        (k, ra, *rest)
+        for (k, ra), *rest in itertools.product(
+            [("lstm", True), ("gru", True), ("gru", False), ("simple_rnn", True)],
+            (False, True),
+            (False, True),
+            matrix.MASK_MODES,
+            (False, True),
+            (False, True),
+            (False, True),
+            ("float32", "float64"),
+        )
+    }
     assert seen == expected
-    for attribute, values in {"units": {1, 8}, "timesteps": {1, 9}, "batch": {1, 5}, "use_bias": {True, False},
-                              "recurrent_activation": {"sigmoid", "hard_sigmoid"}}.items():
+    for attribute, values in {
+        "units": {1, 8},
+        "timesteps": {1, 9},
+        "batch": {1, 5},
+        "use_bias": {True, False},
+        "recurrent_activation": {"sigmoid", "hard_sigmoid"},
+    }.items():
         assert values <= {getattr(c, attribute) for c in core}, attribute
     if keras_version == 2:
         assert any(c.time_major for c in core)

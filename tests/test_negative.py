@@ -25,6 +25,7 @@ def _swap_gates(kind: str, a: str, b: str, units: int):
             w[..., sa], w[..., sb] = w[..., sb].copy(), w[..., sa].copy()
             out.append(w)
         return out
+
     return transform
 
 
@@ -35,16 +36,16 @@ def _transpose_recurrent_blocks(kind: str, units: int):
             block = gate_slice(kind, gate, units)
             recurrent[:, block] = recurrent[:, block].T
         return [weights[0], recurrent, *weights[2:]]
+
     return transform
 
 
 BASE = {
-    "lstm": matrix.Case("lstm", 3, units=4, input_dim=3, timesteps=5, batch=3, return_sequences=True,
-                        return_state=True, seed=11),
-    "gru": matrix.Case("gru", 3, units=4, input_dim=3, timesteps=5, batch=3, return_sequences=True,
-                       return_state=True, seed=12),
-    "simple_rnn": matrix.Case("simple_rnn", 3, units=4, input_dim=3, timesteps=5, batch=3,
-                              return_sequences=True, return_state=True, seed=13),
+    "lstm": matrix.Case("lstm", 3, units=4, input_dim=3, timesteps=5, batch=3, return_sequences=True, return_state=True, seed=11),
+    "gru": matrix.Case("gru", 3, units=4, input_dim=3, timesteps=5, batch=3, return_sequences=True, return_state=True, seed=12),
+    "simple_rnn": matrix.Case(
+        "simple_rnn", 3, units=4, input_dim=3, timesteps=5, batch=3, return_sequences=True, return_state=True, seed=13
+    ),
 }
 
 MISTAKES = [
@@ -63,7 +64,7 @@ MISTAKES = [
 
 def _params() -> list:
     params = []
-    for flavor, major in FLAVOR_MAJOR.items():
+    for flavor in FLAVOR_MAJOR:
         values = [(flavor, kind, name, make) for kind, name, make in MISTAKES]
         params += flavor_params(flavor, values, [f"{flavor}-{kind}-{name}" for kind, name, _ in MISTAKES])
     return params
@@ -79,11 +80,21 @@ def test_layout_mistake_is_caught(flavor: str, kind: str, name: str, make) -> No
     assert "MISMATCH" in broken.message
 
 
-@pytest.mark.parametrize(("flavor", "kind", "reset_after"), [
-    p for flavor in FLAVOR_MAJOR for p in flavor_params(flavor, [
-        (flavor, "lstm", True), (flavor, "gru", True), (flavor, "gru", False),
-    ])
-])
+@pytest.mark.parametrize(
+    ("flavor", "kind", "reset_after"),
+    [
+        p
+        for flavor in FLAVOR_MAJOR
+        for p in flavor_params(
+            flavor,
+            [
+                (flavor, "lstm", True),
+                (flavor, "gru", True),
+                (flavor, "gru", False),
+            ],
+        )
+    ],
+)
 def test_wrong_hard_sigmoid_formula_is_caught(flavor: str, kind: str, reset_after: bool) -> None:
     """A twin emulating the other Keras's hard_sigmoid must fail against this Keras."""
     major = FLAVOR_MAJOR[flavor]
@@ -102,8 +113,7 @@ def test_wrong_reset_after_is_caught(flavor: str, use_bias: bool) -> None:
     def fold_bias(weights: list[np.ndarray]) -> list[np.ndarray]:
         return [weights[0], weights[1], weights[2][0] + weights[2][1]] if use_bias else weights
 
-    broken = parity.run_case(case, keras_handle(flavor), twin_weights=fold_bias,
-                             twin_overrides={"reset_after": False})
+    broken = parity.run_case(case, keras_handle(flavor), twin_weights=fold_bias, twin_overrides={"reset_after": False})
     assert not broken.ok, broken.message
 
 
