@@ -106,7 +106,7 @@ def run_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         try:
             result = parity.run_case(case, handle)
         except Exception as exc:
-            result = parity.CaseResult(case, False, float("inf"), float("inf"), f"[{case.case_id}] error: {exc!r}")
+            result = parity.CaseResult(case, False, float("inf"), float("inf"), f"[{case.case_id}] error: {exc!r}", float("inf"))
         groups[(case.kind, case.dtype)].append(result)
         if not result.ok:
             failures.append(result)
@@ -124,14 +124,24 @@ def run_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _summary_table(groups: dict[tuple[str, str], list[CaseResult]]) -> str:
-    header = ("layer", "dtype", "configurations", "passed", "failed", "worst abs err", "worst rel err")
+    header = ("layer", "dtype", "configurations", "passed", "failed", "worst abs err", "worst rel err", "tolerance used")
     rows = [header]
     for (kind, dtype), results in sorted(groups.items()):
         passed = sum(1 for r in results if r.ok)
         worst_abs = max(r.max_abs for r in results)
         worst_rel = max(r.max_rel for r in results)
+        used = max(r.tolerance_used for r in results)
         rows.append(
-            (kind, dtype, str(len(results)), str(passed), str(len(results) - passed), f"{worst_abs:.2e}", f"{worst_rel:.2e}")
+            (
+                kind,
+                dtype,
+                str(len(results)),
+                str(passed),
+                str(len(results) - passed),
+                f"{worst_abs:.2e}",
+                f"{worst_rel:.2e}",
+                f"{used * 100:.2g}%",
+            )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]

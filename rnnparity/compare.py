@@ -37,6 +37,7 @@ class Comparison:
     max_abs: float
     max_rel: float
     message: str
+    tolerance_used: float = 0.0  # max of |twin - keras| / (atol + rtol * |keras|); <= 1 passes
 
     def __bool__(self) -> bool:
         return self.ok
@@ -63,7 +64,8 @@ def compare(
     """Compare Keras's result with the twin's: container type, length, shapes, then values.
 
     ``keras`` and ``twin`` are an array, or a tuple/list of arrays (``output, h[, c]``).
-    ``dtype`` selects default tolerances (the Keras result's dtype when omitted).
+    ``dtype`` selects default tolerances (the Keras result's dtype when omitted). The
+    returned message describes the first failing array, or the closest call on success.
     """
     k_kind, k_items = _structure(keras)
     t_kind, t_items = _structure(twin)
@@ -74,9 +76,10 @@ def compare(
             np.inf,
             np.inf,
             f"{prefix}structure differs: keras returns {k_kind} of {len(k_items)}, twin {t_kind} of {len(t_items)}",
+            np.inf,
         )
-    worst = Comparison(True, 0.0, 0.0, f"{prefix}match")
     names = ["output", "h", "c"] if len(k_items) > 1 else ["output"]
+    results = []
     for index, (k_value, t_value) in enumerate(zip(k_items, t_items)):
         name = names[index] if index < len(names) else f"item {index}"
         result = compare_arrays(
@@ -84,9 +87,17 @@ def compare(
         )
         if not result.ok:
             return result
-        if result.max_abs > worst.max_abs or result.max_rel > worst.max_rel:
-            worst = Comparison(True, max(worst.max_abs, result.max_abs), max(worst.max_rel, result.max_rel), result.message)
-    return worst
+        results.append(result)
+    if not results:
+        return Comparison(True, 0.0, 0.0, f"{prefix}match (nothing to compare)")
+    closest = max(results, key=lambda r: r.tolerance_used)
+    return Comparison(
+        True,
+        max(r.max_abs for r in results),
+        max(r.max_rel for r in results),
+        closest.message,
+        closest.tolerance_used,
+    )
 
 
 def compare_arrays(
@@ -98,34 +109,35 @@ def compare_arrays(
     atol: float | None = None,
     context: str = "",
 ) -> Comparison:
+    """Compare two arrays element by element (see the module docstring for the rule)."""
     prefix = f"[{context}] " if context else ""
     if keras.shape != twin.shape:
-        return Comparison(False, np.inf, np.inf, f"{prefix}shape differs: keras {keras.shape}, twin {twin.shape}")
+        return Comparison(False, np.inf, np.inf, f"{prefix}shape differs: keras {keras.shape}, twin {twin.shape}", np.inf)
     rtol_, atol_ = tolerances(dtype if dtype is not None else keras.dtype, rtol, atol)
     if keras.size == 0:
         return Comparison(True, 0.0, 0.0, f"{prefix}match (empty)")
     k = keras.astype(np.float64)
     t = twin.astype(np.float64)
-    both_nan = np.isnan(k) & np.isnan(t)
-    same_inf = np.isinf(k) & (k == t)
-    special = both_nan | same_inf
-    with np.errstate(invalid="ignore", over="ignore"):
+    special = (np.isnan(k) & np.isnan(t)) | (np.isinf(k) & (k == t))
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         diff = np.where(special, 0.0, np.abs(t - k))
         diff = np.where(np.isnan(diff), np.inf, diff)
-        rel = np.where(special, 0.0, diff / np.where(k == 0, np.inf, np.abs(k)))
+        rel = np.where(special | (diff == 0), 0.0, diff / np.abs(k))
         rel = np.where(np.isnan(rel), np.inf, rel)
-        excess = diff - (atol_ + rtol_ * np.where(np.isfinite(k), np.abs(k), 0.0))
+        allowed = atol_ + rtol_ * np.where(np.isfinite(k), np.abs(k), 0.0)
+        ratio = diff / allowed
     max_abs = float(np.max(diff))
     max_rel = float(np.max(rel))
-    worst = np.unravel_index(int(np.argmax(excess)), excess.shape)
-    ok = bool(np.all(excess <= 0))
+    worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    used = float(ratio[worst])
+    ok = used <= 1.0
     verdict = "match" if ok else "MISMATCH"
     message = (
-        f"{prefix}{verdict}: max abs err {max_abs:.3g}, max rel err {max_rel:.3g} "
-        f"(rtol={rtol_:g}, atol={atol_:g}); worst element {tuple(int(i) for i in worst)}: "
-        f"keras={k[worst]!r}, twin={t[worst]!r}"
+        f"{prefix}{verdict}: max abs err {max_abs:.3g}, max rel err {max_rel:.3g}, "
+        f"{used:.3g}x the tolerance (rtol={rtol_:g}, atol={atol_:g}); worst element "
+        f"{tuple(int(i) for i in worst)}: keras={float(k[worst])!r}, twin={float(t[worst])!r}"
     )
-    return Comparison(ok, max_abs, max_rel, message)
+    return Comparison(ok, max_abs, max_rel, message, used)
 
 
 def assert_parity(

@@ -30,6 +30,7 @@ class CaseResult:
     max_abs: float
     max_rel: float
     message: str
+    tolerance_used: float = 0.0
     keras_outputs: list[np.ndarray] = field(default_factory=list, repr=False)
 
 
@@ -59,7 +60,7 @@ def run_case(
     first = data.calls[0].inputs
     layer = keras_adapter.build_layer(handle, case.kind, kwargs, first.shape, data.weights)
 
-    worst_abs = worst_rel = 0.0
+    worst_abs = worst_rel = worst_used = 0.0
     message = "match"
     outputs: list[np.ndarray] = []
     for number, call in enumerate(data.calls):
@@ -71,14 +72,15 @@ def run_case(
         outputs.extend(_flatten(expected))
         result = compare(expected, actual, dtype=case.dtype, context=f"{case.case_id} call {number}")
         if not result.ok:
-            return CaseResult(case, False, result.max_abs, result.max_rel, result.message, outputs)
+            return CaseResult(case, False, result.max_abs, result.max_rel, result.message, result.tolerance_used, outputs)
         worst_abs, worst_rel = max(worst_abs, result.max_abs), max(worst_rel, result.max_rel)
-        message = result.message
+        if result.tolerance_used >= worst_used:
+            worst_used, message = result.tolerance_used, result.message
     if case.stateful:
         expected_states = keras_adapter.layer_states(layer)
         carried = twin.states
         assert carried is not None
         result = compare(expected_states, carried, dtype=case.dtype, context=f"{case.case_id} carried states")
         if not result.ok:
-            return CaseResult(case, False, result.max_abs, result.max_rel, result.message, outputs)
-    return CaseResult(case, True, worst_abs, worst_rel, message, outputs)
+            return CaseResult(case, False, result.max_abs, result.max_rel, result.message, result.tolerance_used, outputs)
+    return CaseResult(case, True, worst_abs, worst_rel, message, worst_used, outputs)
