@@ -30,7 +30,9 @@ _SELU_SCALE = 1.0507009873554804934193349852946
 # TensorFlow's gelu multiplies by 1/sqrt(2) converted through a float32 constant, in
 # float64 too; the twin uses the same rounded constant to agree to the last bits.
 _SQRT_HALF_AS_FLOAT32 = float(np.float32(1.0 / math.sqrt(2.0)))
+_SQRT_TWO_AS_FLOAT32 = float(np.float32(math.sqrt(2.0)))
 
+_erf = np.vectorize(math.erf, otypes=[np.float64])
 _erfc = np.vectorize(math.erfc, otypes=[np.float64])
 
 
@@ -101,9 +103,23 @@ def silu(x: np.ndarray) -> np.ndarray:
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
-    """Exact GELU, ``0.5 * x * erfc(-x / sqrt(2))`` (the Keras default, not the tanh form)."""
+    """Exact GELU as TensorFlow 2.21 computes it: ``0.5 * x * erfc(-x * (1/sqrt(2)))``.
+
+    (The Keras default ``approximate=False``, not the tanh form.)"""
     x64 = x.astype(np.float64)
     return (0.5 * x64 * _erfc(-x64 * _SQRT_HALF_AS_FLOAT32)).astype(x.dtype)
+
+
+def gelu_erf_form(x: np.ndarray) -> np.ndarray:
+    """Exact GELU as TensorFlow 2.15 computes it: ``0.5 * x * (1 + erf(x / sqrt(2)))``.
+
+    Differs from :func:`gelu` by up to ~1e-8 in float64 (see ``known_differences``);
+    ``rnnparity.from_keras`` picks the form the installed TensorFlow uses."""
+    x64 = x.astype(np.float64)
+    return (0.5 * x64 * (1.0 + _erf(x64 / _SQRT_TWO_AS_FLOAT32))).astype(x.dtype)
+
+
+gelu_erf_form.keras_name = "gelu"  # type: ignore[attr-defined]
 
 
 def exponential(x: np.ndarray) -> np.ndarray:
@@ -244,7 +260,8 @@ def get(identifier: ActivationLike, keras_version: int, argument: str = "activat
             f"{argument}={identifier!r} is not an activation of Keras {keras_version}{hint}; expected one of {sorted(table)}"
         )
     if callable(identifier):
-        return getattr(identifier, "__name__", repr(identifier)), identifier
+        name = getattr(identifier, "keras_name", None) or getattr(identifier, "__name__", repr(identifier))
+        return str(name), identifier
     raise TypeError(
         f"{argument} must be an activation name, None or a callable taking a NumPy array; "
         f"got {type(identifier).__name__} {identifier!r}"

@@ -6,6 +6,7 @@ It is imported lazily, by :func:`rnnparity.from_keras`, by the CLI and by the te
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
@@ -155,6 +156,10 @@ def from_keras(layer: Any) -> RecurrentLayer | Cell:
     policy = getattr(layer, "dtype_policy", None)
     if policy is not None and getattr(policy, "name", None):
         dtype = policy.name
+    backend = _backend_of(major)
+    for name in ("activation", "recurrent_activation"):
+        if name in config:
+            config[name] = twin_activation(config[name], backend)
     if class_name in _CELLS:
         twin: RecurrentLayer | Cell = _CELLS[class_name](dtype=dtype, keras_version=major, **config)
         twin.set_weights(layer.get_weights())
@@ -187,6 +192,39 @@ def _refuse_custom_activations(layer: Any, class_name: str, major: int) -> None:
                 f"{class_name} {layer.name!r} uses a custom {attribute} ({function!r}); from_keras handles named "
                 f"Keras {major} activations only ({sorted(known)}) — build the twin directly with a NumPy callable"
             )
+
+
+@functools.cache
+def tensorflow_gelu_form() -> str:
+    """Which exact-GELU formula the installed TensorFlow computes: ``"erfc"`` (TF 2.21) or
+    ``"erf"`` (TF 2.15). Probed on float64 values, where the two differ in the last bits."""
+    import tensorflow as tf
+
+    from rnnparity.activations import gelu, gelu_erf_form
+
+    probe = np.linspace(-4.0, 4.0, 257)
+    computed = tf.nn.gelu(tf.constant(probe), approximate=False).numpy()
+    if np.array_equal(computed, gelu_erf_form(probe)) and not np.array_equal(computed, gelu(probe)):
+        return "erf"
+    return "erfc"
+
+
+def twin_activation(name: Any, backend: str) -> Any:
+    """The activation to give a twin for a Keras activation ``name`` on ``backend``: the name
+    itself, except ``gelu`` on a TensorFlow that uses the older formula (known_differences)."""
+    if name == "gelu" and backend == "tensorflow" and tensorflow_gelu_form() == "erf":
+        from rnnparity.activations import gelu_erf_form
+
+        return gelu_erf_form
+    return name
+
+
+def _backend_of(major: int) -> str:
+    if major == 2:
+        return "tensorflow"
+    import keras
+
+    return str(keras.backend.backend())
 
 
 def to_numpy(value: Any) -> np.ndarray:

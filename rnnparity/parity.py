@@ -53,7 +53,11 @@ def run_case(
         raise ValueError(f"case {case.case_id} is for Keras {case.keras_version}; got {handle.describe()}")
     data = make_data(case)
     kwargs = case.layer_kwargs()
-    twin_kwargs = {**kwargs, "keras_version": case.keras_version, **(twin_overrides or {})}
+    twin_kwargs: dict[str, Any] = {**kwargs, "keras_version": case.keras_version}
+    for name in ("activation", "recurrent_activation"):
+        if name in twin_kwargs:
+            twin_kwargs[name] = keras_adapter.twin_activation(twin_kwargs[name], handle.backend)
+    twin_kwargs.update(twin_overrides or {})
     twin = TWIN_CLASS[case.kind](**twin_kwargs)
     twin.set_weights(twin_weights(data.weights) if twin_weights else data.weights)
 

@@ -221,3 +221,20 @@ def test_training_only_arguments_are_accepted_and_kept() -> None:
 
 def test_version_is_exposed() -> None:
     assert rnnparity.__version__
+
+
+def test_known_differences_table_is_complete() -> None:
+    from rnnparity.known_differences import KNOWN_DIFFERENCES
+
+    ids = [d.id for d in KNOWN_DIFFERENCES]
+    assert len(ids) == len(set(ids))
+    assert all(d.reason and d.handling and d.versions for d in KNOWN_DIFFERENCES)
+
+
+def test_both_gelu_forms_agree_to_1e8_and_differ_in_float64() -> None:
+    from rnnparity.activations import gelu, gelu_erf_form
+
+    x = np.linspace(-4, 4, 101)
+    assert np.max(np.abs(gelu(x) - gelu_erf_form(x))) < 2e-8
+    assert not np.array_equal(gelu(x), gelu_erf_form(x))
+    assert LSTM(3, activation=gelu_erf_form).get_config()["activation"] == "gelu"
