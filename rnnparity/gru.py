@@ -69,13 +69,6 @@ class GRUCell(Cell):
         self._u_zr = np.ascontiguousarray(self.recurrent_kernel[:, : candidate.start])
         self._u_h = np.ascontiguousarray(self.recurrent_kernel[:, candidate])
 
-    def input_projection(self, inputs: np.ndarray) -> np.ndarray:
-        assert self.kernel is not None
-        projected = inputs @ self.kernel
-        if self._input_bias is not None:
-            projected += self._input_bias
-        return projected
-
     def recurrent_step(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         (h_tm1,) = states
         x = dict(zip(_GATES, np.split(x_proj, len(_GATES), axis=-1)))

@@ -50,13 +50,6 @@ class LSTMCell(Cell):
     def _extra_config(self) -> dict[str, Any]:
         return {"unit_forget_bias": self.unit_forget_bias}
 
-    def input_projection(self, inputs: np.ndarray) -> np.ndarray:
-        assert self.kernel is not None
-        projected = inputs @ self.kernel
-        if self.bias is not None:
-            projected += self.bias
-        return projected
-
     def recurrent_step(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         h_tm1, c_tm1 = states
         z = x_proj + h_tm1 @ self.recurrent_kernel

@@ -163,6 +163,7 @@ class Cell:
         self.kernel: np.ndarray | None = None
         self.recurrent_kernel: np.ndarray | None = None
         self.bias: np.ndarray | None = None
+        self._input_bias: np.ndarray | None = None
 
     # ------------------------------------------------------------------ weights
     @property
@@ -221,10 +222,16 @@ class Cell:
 
     def _prepare(self) -> None:
         """Derive the arrays the step uses from the Keras weights (after set_weights)."""
+        self._input_bias = self.bias
 
     # ------------------------------------------------------------------ one step
     def input_projection(self, inputs: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """``inputs @ kernel + input bias`` over any leading axes (all timesteps at once)."""
+        assert self.kernel is not None
+        projected = inputs @ self.kernel
+        if self._input_bias is not None:
+            projected += self._input_bias
+        return projected
 
     def recurrent_step(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         raise NotImplementedError
@@ -265,39 +272,22 @@ class Cell:
         return {}
 
 
-_CELL_TRAINING_KEYS = {
-    2: (
-        "name",
-        "trainable",
-        "kernel_initializer",
-        "recurrent_initializer",
-        "bias_initializer",
-        "kernel_regularizer",
-        "recurrent_regularizer",
-        "bias_regularizer",
-        "kernel_constraint",
-        "recurrent_constraint",
-        "bias_constraint",
-        "dropout",
-        "recurrent_dropout",
-    ),
-    3: (
-        "name",
-        "trainable",
-        "kernel_initializer",
-        "recurrent_initializer",
-        "bias_initializer",
-        "kernel_regularizer",
-        "recurrent_regularizer",
-        "bias_regularizer",
-        "kernel_constraint",
-        "recurrent_constraint",
-        "bias_constraint",
-        "dropout",
-        "recurrent_dropout",
-        "seed",
-    ),
-}
+_KERAS2_CELL_TRAINING_KEYS = (
+    "name",
+    "trainable",
+    "kernel_initializer",
+    "recurrent_initializer",
+    "bias_initializer",
+    "kernel_regularizer",
+    "recurrent_regularizer",
+    "bias_regularizer",
+    "kernel_constraint",
+    "recurrent_constraint",
+    "bias_constraint",
+    "dropout",
+    "recurrent_dropout",
+)
+_CELL_TRAINING_KEYS = {2: _KERAS2_CELL_TRAINING_KEYS, 3: (*_KERAS2_CELL_TRAINING_KEYS, "seed")}
 
 
 def _dtype_config(dtype: np.dtype, keras_version: int) -> Any:
@@ -556,10 +546,3 @@ class RecurrentLayer:
             f"dtype={self.dtype.name!r}, return_sequences={self.return_sequences}, "
             f"return_state={self.return_state})"
         )
-
-
-def split_layer_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Separate RNN-layer arguments from cell arguments."""
-    layer_keys = ("return_sequences", "return_state", "go_backwards", "stateful", "zero_output_for_mask", "time_major")
-    layer = {k: kwargs.pop(k) for k in layer_keys if k in kwargs}
-    return layer, kwargs

@@ -35,13 +35,6 @@ class SimpleRNNCell(Cell):
     def _describe(self) -> str:
         return f"SimpleRNN(units={self.units}, use_bias={self.use_bias})"
 
-    def input_projection(self, inputs: np.ndarray) -> np.ndarray:
-        assert self.kernel is not None
-        projected = inputs @ self.kernel
-        if self.bias is not None:
-            projected += self.bias
-        return projected
-
     def recurrent_step(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         (h_tm1,) = states
         h = self.activation(x_proj + h_tm1 @ self.recurrent_kernel)
