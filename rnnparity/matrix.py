@@ -10,10 +10,10 @@ The default matrix crosses, for each Keras flavour, every layer kind (LSTM, GRU 
 ``reset_after`` True and False, SimpleRNN) with ``return_sequences`` x ``return_state`` x
 mask mode (none, right-padded, scattered with a fully masked row, scattered with
 ``zero_output_for_mask``) x ``go_backwards`` x ``initial_state`` x ``stateful`` x dtype.
-Units, input dim, timesteps, batch, activations, ``use_bias``, ``unit_forget_bias`` and
-``time_major`` (Keras 2) are drawn per case from a generator seeded by the case's key, so
-each value appears across all core combinations. An activation sweep adds every
-activation name the emulated Keras accepts, for every layer kind.
+Units, input dim, timesteps, batch, activations, ``use_bias`` and ``unit_forget_bias`` are
+drawn per case from a generator seeded by the case's key, so each value appears across all
+core combinations. An activation sweep adds every activation name the emulated Keras
+accepts, for every layer kind; Keras 2 adds ``time_major`` cases.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ MASK_MODES = ("none", "right_padded", "scattered", "scattered_zero_output")
 
 @dataclass(frozen=True)
 class Case:
-    """One parity configuration. ``keras_version`` is the Keras it is run against."""
+    """One parity configuration. ``keras_version`` is the Keras it is run against; it is not
+    part of ``case_id`` or of the seeds, so the same configuration gets the same id and the
+    same numbers under Keras 2 and Keras 3 (which is what ``rnnparity diff`` compares)."""
 
     kind: str
     keras_version: int
@@ -62,7 +64,6 @@ class Case:
     @property
     def case_id(self) -> str:
         parts = [
-            f"k{self.keras_version}",
             self.kind,
             *(["ra" if self.reset_after else "rb"] if self.kind == "gru" else []),
             f"u{self.units}",
@@ -203,7 +204,7 @@ def default_cases(keras_version: int, quick: bool = False) -> list[Case]:
         ("float32", "float64"),
     )
     for (kind, reset_after), seq, state, mask, back, init, stateful, dtype in core:
-        key = f"k{keras_version}/{kind}/{reset_after}/{seq}/{state}/{mask}/{back}/{init}/{stateful}/{dtype}"
+        key = f"{kind}/{reset_after}/{seq}/{state}/{mask}/{back}/{init}/{stateful}/{dtype}"
         if quick and _seed_of(key + "/quick") % 8 != 0:
             continue
         rng = np.random.default_rng(_seed_of(key))
@@ -227,7 +228,6 @@ def default_cases(keras_version: int, quick: bool = False) -> list[Case]:
                 recurrent_activation=str(rng.choice(["sigmoid", "sigmoid", "hard_sigmoid"])),
                 use_bias=bool(rng.random() < 0.75),
                 unit_forget_bias=bool(rng.random() < 0.5),
-                time_major=bool(keras_version == 2 and not stateful and rng.random() < 0.2),
                 seed=_seed_of(key + "/data"),
                 tags=("core",),
             )
@@ -240,9 +240,9 @@ def activation_cases(keras_version: int) -> list[Case]:
     ``recurrent_activation``, for every layer kind, with return_sequences and a scattered mask."""
     names = sorted(activations_for(keras_version))
     cases = []
-    for index, name in enumerate(names):
+    for name in names:
         for kind, reset_after in _variant_grid():
-            key = f"k{keras_version}/act/{name}/{kind}/{reset_after}"
+            key = f"act/{name}/{kind}/{reset_after}"
             rng = np.random.default_rng(_seed_of(key))
             base = Case(
                 kind=kind,
@@ -257,7 +257,7 @@ def activation_cases(keras_version: int) -> list[Case]:
                 return_sequences=True,
                 return_state=True,
                 mask="scattered",
-                dtype="float64" if index % 2 else "float32",
+                dtype="float64" if _seed_of(name) % 2 else "float32",
                 seed=_seed_of(key + "/data"),
                 tags=("activation",),
             )
@@ -284,7 +284,7 @@ def hard_sigmoid_cases(keras_version: int) -> list[Case]:
     for (kind, reset_after), dtype, scale in itertools.product(
         [v for v in _variant_grid() if v[0] != "simple_rnn"], ("float32", "float64"), (1.0, 3.0, 6.0)
     ):
-        key = f"k{keras_version}/hs/{kind}/{reset_after}/{dtype}/{scale}"
+        key = f"hs/{kind}/{reset_after}/{dtype}/{scale}"
         cases.append(
             Case(
                 kind=kind,
@@ -306,7 +306,48 @@ def hard_sigmoid_cases(keras_version: int) -> list[Case]:
     return cases
 
 
+def time_major_cases(keras_version: int) -> list[Case]:
+    """``time_major=True`` (Keras 2 only): inputs, outputs and masks are time-major."""
+    if keras_version != 2:
+        return []
+    cases = []
+    for (kind, reset_after), seq, state, mask, dtype in itertools.product(
+        _variant_grid(), (False, True), (False, True), ("none", "scattered"), ("float32", "float64")
+    ):
+        key = f"tm/{kind}/{reset_after}/{seq}/{state}/{mask}/{dtype}"
+        cases.append(
+            Case(
+                kind=kind,
+                keras_version=keras_version,
+                reset_after=reset_after,
+                units=3,
+                input_dim=2,
+                timesteps=5,
+                batch=3,
+                return_sequences=seq,
+                return_state=state,
+                mask=mask,
+                time_major=True,
+                dtype=dtype,
+                initial_state=bool(_seed_of(key) % 2),
+                seed=_seed_of(key),
+                tags=("time_major",),
+            )
+        )
+    return cases
+
+
 def all_cases(keras_version: int, quick: bool = False) -> list[Case]:
+    """Every case for one Keras version; ``quick`` keeps about one in eight."""
     if quick:
-        return default_cases(keras_version, quick=True) + hard_sigmoid_cases(keras_version)[::3]
-    return default_cases(keras_version) + activation_cases(keras_version) + hard_sigmoid_cases(keras_version)
+        return (
+            default_cases(keras_version, quick=True)
+            + hard_sigmoid_cases(keras_version)[::3]
+            + time_major_cases(keras_version)[::8]
+        )
+    return (
+        default_cases(keras_version)
+        + activation_cases(keras_version)
+        + hard_sigmoid_cases(keras_version)
+        + time_major_cases(keras_version)
+    )

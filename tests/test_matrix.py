@@ -16,8 +16,21 @@ from rnnparity.parity import TWIN_CLASS
 def test_matrix_has_at_least_2000_cases_and_unique_ids() -> None:
     cases = matrix.all_cases(2) + matrix.all_cases(3)
     assert len(cases) >= 2000
-    ids = [c.case_id for c in cases]
-    assert len(ids) == len(set(ids))
+    for version in (2, 3):
+        ids = [c.case_id for c in matrix.all_cases(version)]
+        assert len(ids) == len(set(ids))
+
+
+def test_shared_configurations_get_the_same_id_and_data_in_both_versions() -> None:
+    """rnnparity diff compares reports from Keras 2 and Keras 3 case by case."""
+    keras2 = {c.case_id: c for c in matrix.all_cases(2)}
+    keras3 = {c.case_id: c for c in matrix.all_cases(3)}
+    shared = set(keras2) & set(keras3)
+    assert len(shared) >= 1000
+    for case_id in sorted(shared)[::50]:
+        a, b = matrix.make_data(keras2[case_id]), matrix.make_data(keras3[case_id])
+        for x, y in zip(a.weights + [c.inputs for c in a.calls], b.weights + [c.inputs for c in b.calls]):
+            np.testing.assert_array_equal(x, y)
 
 
 @pytest.mark.parametrize("keras_version", [2, 3])
@@ -49,8 +62,8 @@ def test_core_matrix_crosses_every_combination(keras_version: int) -> None:
         "recurrent_activation": {"sigmoid", "hard_sigmoid"},
     }.items():
         assert values <= {getattr(c, attribute) for c in core}, attribute
-    if keras_version == 2:
-        assert any(c.time_major for c in core)
+    assert not any(c.time_major for c in core)
+    assert any(c.time_major for c in matrix.all_cases(2)) and not any(c.time_major for c in matrix.all_cases(3))
 
 
 @pytest.mark.parametrize("keras_version", [2, 3])

@@ -18,7 +18,7 @@ def _params() -> list:
     params = []
     for flavor, major in FLAVOR_MAJOR.items():
         cases = matrix.all_cases(major)
-        params += flavor_params(flavor, [(flavor, c) for c in cases], [c.case_id for c in cases])
+        params += flavor_params(flavor, [(flavor, c) for c in cases], [f"{flavor}-{c.case_id}" for c in cases])
     return params
 
 
