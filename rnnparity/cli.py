@@ -42,6 +42,20 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--show-failures", type=int, default=10, metavar="N", help="print the first N mismatches in full (default 10)"
     )
+    check.add_argument(
+        "--json",
+        dest="json_path",
+        metavar="PATH",
+        default=None,
+        help="write a versioned report (environment, checksums, Keras output samples, parity) for `rnnparity diff`",
+    )
+
+    diff = commands.add_parser("diff", help="compare the Keras numbers of two `check --json` reports")
+    diff.add_argument("old", metavar="OLD.json")
+    diff.add_argument("new", metavar="NEW.json")
+    diff.add_argument("--rtol", type=float, default=None, help="relative tolerance (default per dtype: f32 1e-5, f64 1e-10)")
+    diff.add_argument("--atol", type=float, default=None, help="absolute tolerance (default per dtype: f32 1e-6, f64 1e-12)")
+    diff.add_argument("--show", type=int, default=5, metavar="N", help="configurations listed per group (default 5)")
     return parser
 
 
@@ -80,7 +94,7 @@ class _Progress:
 
 
 def run_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from rnnparity import keras_adapter, matrix, parity
+    from rnnparity import keras_adapter, matrix, parity, report
 
     try:
         handle = keras_adapter.load_keras(args.keras)
@@ -98,9 +112,17 @@ def run_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     out.write(f"{len(cases)} configurations\n")
     out.flush()
 
+    if args.json_path:
+        try:
+            open(args.json_path, "a", encoding="utf-8").close()
+        except OSError as exc:
+            err.write(f"rnnparity check: cannot write --json {args.json_path}: {exc.strerror or exc}\n")
+            return EXIT_ERROR
+
     progress = _Progress(len(cases), err)
     groups: dict[tuple[str, str], list[CaseResult]] = defaultdict(list)
     failures: list[parity.CaseResult] = []
+    records: list[dict[str, object]] = []
     start = time.perf_counter()
     for done, case in enumerate(cases, 1):
         try:
@@ -108,6 +130,8 @@ def run_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         except Exception as exc:
             result = parity.CaseResult(case, False, float("inf"), float("inf"), f"[{case.case_id}] error: {exc!r}", float("inf"))
         groups[(case.kind, case.dtype)].append(result)
+        if args.json_path:
+            records.append(report.case_record(result, result.checksums or report.data_checksums(matrix.make_data(case))))
         if not result.ok:
             failures.append(result)
         progress.update(done, len(failures))
@@ -118,6 +142,10 @@ def run_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(result.message + "\n")
     if len(failures) > args.show_failures:
         out.write(f"... and {len(failures) - args.show_failures} more mismatches\n")
+    if args.json_path:
+        options = {"keras": args.keras, "quick": args.quick, "select": args.select}
+        report.write_report(args.json_path, report.build_report(report.environment(handle), records, options))
+        out.write(f"report written to {args.json_path}\n")
     verdict = "PARITY HOLDS" if not failures else "PARITY BROKEN"
     out.write(f"{verdict}: {len(cases) - len(failures)} passed, {len(failures)} failed in {elapsed:.1f} s\n")
     return EXIT_OK if not failures else EXIT_MISMATCH
@@ -149,11 +177,72 @@ def _summary_table(groups: dict[tuple[str, str], list[CaseResult]]) -> str:
     return "\n".join(lines)
 
 
+def run_diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from rnnparity import report
+    from rnnparity.known_differences import KNOWN_DIFFERENCES
+
+    try:
+        old, new = report.load_report(args.old), report.load_report(args.new)
+    except report.ReportError as exc:
+        err.write(f"rnnparity diff: {exc}\n")
+        return EXIT_ERROR
+    for label, path, data in (("old", args.old, old), ("new", args.new, new)):
+        env = data["environment"]
+        out.write(
+            f"{label}: {path}: {env.get('keras_package')} {env.get('keras_version')} (Keras {env.get('keras_major')}, "
+            f"backend {env.get('keras_backend')}), tensorflow {env.get('tensorflow')}, numpy {env.get('numpy')}; "
+            f"{len(data['cases'])} configurations\n"
+        )
+    result = report.diff_reports(old, new, rtol=args.rtol, atol=args.atol)
+    if result.incompatible:
+        err.write(
+            f"rnnparity diff: {len(result.incompatible)} configurations were fed different inputs or weights in the two "
+            f"reports (first: {result.incompatible[0]}); refusing to compare them — were they written by different "
+            f"rnnparity versions?\n"
+        )
+        return EXIT_ERROR
+    shared = result.identical + result.within_tolerance + len(result.drifted)
+    out.write(
+        f"{shared} shared configurations: {result.identical} identical, {result.within_tolerance} changed within "
+        f"tolerance, {len(result.drifted)} drifted\n"
+    )
+    reasons = {d.id: d.reason for d in KNOWN_DIFFERENCES}
+    for cause, drifts in sorted(result.groups.items(), key=lambda item: -len(item[1])):
+        worst = drifts[0]
+        out.write(
+            f"\nDRIFT [{cause}] {len(drifts)} configurations, largest change {worst.max_change:.3g} "
+            f"({worst.tolerance_used:.3g}x the tolerance) in {worst.case_id}\n"
+        )
+        for part in cause.split(" + "):
+            if part in reasons:
+                out.write(f"  known difference {part}: {reasons[part]}\n")
+        if cause == "unexplained":
+            out.write("  no known difference explains these: a real change in Keras's numbers\n")
+        for drift in drifts[: args.show]:
+            out.write(f"  {drift.case_id}  (change {drift.max_change:.3g})\n")
+        if len(drifts) > args.show:
+            out.write(f"  ... and {len(drifts) - args.show} more\n")
+    for entry, count in result.not_observed:
+        out.write(
+            f"\nknown difference {entry} should apply to {count} shared configurations between these versions, "
+            f"but none drifted: the table entry may no longer apply\n"
+        )
+    for label, ids in (("old", result.only_old), ("new", result.only_new)):
+        if ids:
+            shown = ", ".join(ids[: args.show])
+            more = f", ... and {len(ids) - args.show} more" if len(ids) > args.show else ""
+            out.write(f"\nonly in {label} report: {len(ids)} configurations: {shown}{more}\n")
+    out.write("\nNO DRIFT\n" if not result.drifted else f"\nDRIFT in {len(result.drifted)} configurations\n")
+    return EXIT_OK if not result.drifted else EXIT_MISMATCH
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command == "check":
         return run_check(args, sys.stdout, sys.stderr)
+    if args.command == "diff":
+        return run_diff(args, sys.stdout, sys.stderr)
     parser.error(f"unknown command {args.command!r}")
     return EXIT_ERROR
 

@@ -17,6 +17,7 @@ from rnnparity.compare import compare
 from rnnparity.gru import GRU
 from rnnparity.lstm import LSTM
 from rnnparity.matrix import Case, make_data
+from rnnparity.report import data_checksums
 from rnnparity.rnn import RecurrentLayer
 from rnnparity.simple_rnn import SimpleRNN
 
@@ -32,6 +33,7 @@ class CaseResult:
     message: str
     tolerance_used: float = 0.0
     keras_outputs: list[np.ndarray] = field(default_factory=list, repr=False)
+    checksums: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 def _flatten(value: Any) -> list[np.ndarray]:
@@ -52,6 +54,7 @@ def run_case(
     if case.keras_version != handle.major:
         raise ValueError(f"case {case.case_id} is for Keras {case.keras_version}; got {handle.describe()}")
     data = make_data(case)
+    checksums = data_checksums(data)
     kwargs = case.layer_kwargs()
     twin_kwargs: dict[str, Any] = {**kwargs, "keras_version": case.keras_version}
     for name in ("activation", "recurrent_activation"):
@@ -64,8 +67,7 @@ def run_case(
     first = data.calls[0].inputs
     layer = keras_adapter.build_layer(handle, case.kind, kwargs, first.shape, data.weights)
 
-    worst_abs = worst_rel = worst_used = 0.0
-    message = "match"
+    comparisons = []
     outputs: list[np.ndarray] = []
     for number, call in enumerate(data.calls):
         if call.reset_before:
@@ -74,17 +76,22 @@ def run_case(
         expected = keras_adapter.call_layer(handle, layer, call.inputs, call.initial_state, call.mask)
         actual = twin(call.inputs, initial_state=call.initial_state, mask=call.mask)
         outputs.extend(_flatten(expected))
-        result = compare(expected, actual, dtype=case.dtype, context=f"{case.case_id} call {number}")
-        if not result.ok:
-            return CaseResult(case, False, result.max_abs, result.max_rel, result.message, result.tolerance_used, outputs)
-        worst_abs, worst_rel = max(worst_abs, result.max_abs), max(worst_rel, result.max_rel)
-        if result.tolerance_used >= worst_used:
-            worst_used, message = result.tolerance_used, result.message
+        comparisons.append(compare(expected, actual, dtype=case.dtype, context=f"{case.case_id} call {number}"))
     if case.stateful:
-        expected_states = keras_adapter.layer_states(layer)
         carried = twin.states
         assert carried is not None
-        result = compare(expected_states, carried, dtype=case.dtype, context=f"{case.case_id} carried states")
-        if not result.ok:
-            return CaseResult(case, False, result.max_abs, result.max_rel, result.message, result.tolerance_used, outputs)
-    return CaseResult(case, True, worst_abs, worst_rel, message, worst_used, outputs)
+        expected_states = keras_adapter.layer_states(layer)
+        comparisons.append(compare(expected_states, carried, dtype=case.dtype, context=f"{case.case_id} carried states"))
+
+    failed = [c for c in comparisons if not c.ok]
+    reported = failed[0] if failed else max(comparisons, key=lambda c: c.tolerance_used)
+    return CaseResult(
+        case,
+        not failed,
+        max(c.max_abs for c in comparisons),
+        max(c.max_rel for c in comparisons),
+        reported.message,
+        max(c.tolerance_used for c in comparisons),
+        outputs,
+        checksums,
+    )

@@ -1,0 +1,251 @@
+"""Versioned JSON reports of what an installed Keras computes, and the diff of two reports.
+
+A report holds, per configuration: its id and full config, the seed, SHA-256 checksums of
+the inputs (inputs, masks, initial states) and of the weights it was fed, the checksum of
+the Keras outputs and an evenly spaced sample of them (exact float64 values, enough to
+measure a change), and the parity result of the twin. ``diff_reports`` compares the Keras
+numbers of two reports and refuses to compare configurations fed different numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+import rnnparity
+from rnnparity import known_differences
+from rnnparity.compare import tolerances
+from rnnparity.matrix import CaseData
+
+FORMAT = "rnnparity-check-report"
+FORMAT_VERSION = 1
+SAMPLE_SIZE = 256
+
+
+class ReportError(ValueError):
+    """A report that cannot be read or compared; the message is one line for the user."""
+
+
+def checksum(arrays: Iterable[np.ndarray | None]) -> str:
+    """SHA-256 over dtype, shape and bytes of each array (None counts as an explicit marker)."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        if array is None:
+            digest.update(b"none;")
+            continue
+        contiguous = np.ascontiguousarray(array)
+        digest.update(f"{contiguous.dtype.str}{contiguous.shape};".encode())
+        digest.update(contiguous.tobytes())
+    return digest.hexdigest()
+
+
+def data_checksums(data: CaseData) -> dict[str, str]:
+    inputs: list[np.ndarray | None] = []
+    for call in data.calls:
+        inputs.append(call.inputs)
+        inputs.append(call.mask)
+        inputs.extend(call.initial_state if call.initial_state is not None else [None])
+    return {"inputs_sha256": checksum(inputs), "weights_sha256": checksum(data.weights)}
+
+
+def sample(outputs: Sequence[np.ndarray], size: int = SAMPLE_SIZE) -> dict[str, Any]:
+    """Up to ``size`` evenly spaced values of all outputs, flattened, as exact floats."""
+    flat = np.concatenate([np.asarray(o, dtype=np.float64).ravel() for o in outputs]) if outputs else np.zeros(0)
+    if flat.size == 0:
+        return {"total": 0, "indices": [], "values": []}
+    indices = np.unique(np.linspace(0, flat.size - 1, min(size, flat.size)).round().astype(int))
+    return {"total": int(flat.size), "indices": indices.tolist(), "values": [float(v) for v in flat[indices]]}
+
+
+def environment(handle: Any) -> dict[str, Any]:
+    """Versions that decide the Keras numbers, for the report header."""
+
+    def version_of(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "rnnparity": rnnparity.__version__,
+        "tensorflow": version_of("tensorflow-cpu") or version_of("tensorflow"),
+        "keras_package": handle.package,
+        "keras_version": handle.version,
+        "keras_major": handle.major,
+        "keras_backend": handle.backend,
+        "keras_flavor": handle.flavor,
+        "gelu_form": None,
+    }
+    if handle.backend == "tensorflow":
+        from rnnparity.keras_adapter import tensorflow_gelu_form
+
+        env["gelu_form"] = tensorflow_gelu_form()
+    return env
+
+
+def case_record(result: Any, checksums: dict[str, str]) -> dict[str, Any]:
+    """One configuration's entry, from a ``parity.CaseResult``."""
+    case = result.case
+    return {
+        "id": case.case_id,
+        "config": case.to_dict(),
+        "seed": case.seed,
+        **checksums,
+        "outputs_sha256": checksum(result.keras_outputs),
+        "outputs_sample": sample(result.keras_outputs),
+        "parity": {
+            "ok": result.ok,
+            "max_abs_err": _json_float(result.max_abs),
+            "max_rel_err": _json_float(result.max_rel),
+            "tolerance_used": _json_float(result.tolerance_used),
+            "message": result.message,
+        },
+    }
+
+
+def _json_float(value: float) -> float | str:
+    return value if math.isfinite(value) else repr(value)
+
+
+def build_report(env: dict[str, Any], records: list[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "environment": env,
+        "options": options,
+        "summary": {"configurations": len(records), "failed": sum(1 for r in records if not r["parity"]["ok"])},
+        "cases": records,
+    }
+
+
+def write_report(path: str, report: dict[str, Any]) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=1, allow_nan=True)
+        handle.write("\n")
+
+
+def load_report(path: str) -> dict[str, Any]:
+    """Read and validate a report; raises ``ReportError`` with a one-line reason."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            report = json.load(handle)
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ReportError(f"{path}: is a directory, not a report") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path}: cannot be read ({exc.__class__.__name__}: {exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    if not isinstance(report, dict) or report.get("format") != FORMAT:
+        raise ReportError(f"{path}: not an rnnparity check report (write one with `rnnparity check --json {path}`)")
+    if report.get("format_version") != FORMAT_VERSION:
+        raise ReportError(
+            f"{path}: report format version {report.get('format_version')!r}; this rnnparity reads version {FORMAT_VERSION}"
+        )
+    cases = report.get("cases")
+    if not isinstance(cases, list) or not isinstance(report.get("environment"), dict):
+        raise ReportError(f"{path}: report has no 'cases' list or no 'environment'")
+    required = ("id", "config", "inputs_sha256", "weights_sha256", "outputs_sha256", "outputs_sample")
+    for index, record in enumerate(cases):
+        if not isinstance(record, dict) or any(key not in record for key in required):
+            raise ReportError(f"{path}: case #{index} lacks one of {list(required)}")
+    return report
+
+
+@dataclass
+class Drift:
+    case_id: str
+    config: dict[str, Any]
+    max_change: float
+    tolerance_used: float
+    causes: list[str]
+
+
+@dataclass
+class DiffResult:
+    identical: int = 0
+    within_tolerance: int = 0
+    drifted: list[Drift] = field(default_factory=list)
+    only_old: list[str] = field(default_factory=list)
+    only_new: list[str] = field(default_factory=list)
+    incompatible: list[str] = field(default_factory=list)
+    not_observed: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def groups(self) -> dict[str, list[Drift]]:
+        groups: dict[str, list[Drift]] = {}
+        for drift in self.drifted:
+            groups.setdefault(" + ".join(drift.causes) or "unexplained", []).append(drift)
+        return groups
+
+
+def diff_reports(old: dict[str, Any], new: dict[str, Any], rtol: float | None = None, atol: float | None = None) -> DiffResult:
+    """Compare the Keras numbers of two reports, configuration by configuration."""
+    old_cases = {r["id"]: r for r in old["cases"]}
+    new_cases = {r["id"]: r for r in new["cases"]}
+    result = DiffResult(
+        only_old=sorted(set(old_cases) - set(new_cases)),
+        only_new=sorted(set(new_cases) - set(old_cases)),
+    )
+    shared = [case_id for case_id in old_cases if case_id in new_cases]
+    for case_id in shared:
+        a, b = old_cases[case_id], new_cases[case_id]
+        if a["inputs_sha256"] != b["inputs_sha256"] or a["weights_sha256"] != b["weights_sha256"]:
+            result.incompatible.append(case_id)
+    if result.incompatible:
+        return result
+
+    old_env, new_env = old["environment"], new["environment"]
+    expected: dict[str, int] = {}
+    observed: set[str] = set()
+    for case_id in shared:
+        a, b = old_cases[case_id], new_cases[case_id]
+        config = a["config"]
+        explaining = [d.id for d in known_differences.explain(config, old_env, new_env)]
+        for entry in explaining:
+            expected[entry] = expected.get(entry, 0) + 1
+        if a["outputs_sha256"] == b["outputs_sha256"]:
+            result.identical += 1
+            continue
+        change, used = _sample_change(a["outputs_sample"], b["outputs_sample"], config.get("dtype", "float32"), rtol, atol)
+        if used <= 1.0:
+            result.within_tolerance += 1
+            continue
+        observed.update(explaining)
+        result.drifted.append(Drift(case_id, config, change, used, explaining))
+    result.not_observed = sorted((entry, count) for entry, count in expected.items() if entry not in observed)
+    result.drifted.sort(key=lambda d: -d.max_change)
+    return result
+
+
+def _sample_change(
+    a: dict[str, Any], b: dict[str, Any], dtype: str, rtol: float | None, atol: float | None
+) -> tuple[float, float]:
+    """(largest absolute change, share of the tolerance used) between two stored samples."""
+    if a["total"] != b["total"] or a["indices"] != b["indices"]:
+        return math.inf, math.inf
+    old = np.asarray(a["values"], dtype=np.float64)
+    new = np.asarray(b["values"], dtype=np.float64)
+    if old.size == 0:
+        return 0.0, 0.0
+    rtol_, atol_ = tolerances(dtype, rtol, atol)
+    same = (np.isnan(old) & np.isnan(new)) | (old == new)
+    with np.errstate(invalid="ignore", over="ignore"):
+        change = np.where(same, 0.0, np.abs(new - old))
+        change = np.where(np.isnan(change), np.inf, change)
+        allowed = atol_ + rtol_ * np.where(np.isfinite(old), np.abs(old), 0.0)
+    return float(np.max(change)), float(np.max(change / allowed))
