@@ -281,6 +281,21 @@ def call_layer(
     return to_numpy(result)
 
 
+def call_cell(
+    handle: KerasHandle, cell: Any, inputs: np.ndarray, states: list[np.ndarray]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One step of a Keras cell; returns ``(output, new_states)`` as NumPy arrays."""
+    if handle.major == 2:
+        import tensorflow as tf
+
+        output, new_states = cell(tf.constant(inputs), [tf.constant(s) for s in states])
+    else:
+        output, new_states = cell(inputs, list(states))
+    if not isinstance(new_states, (list, tuple)):
+        new_states = [new_states]
+    return to_numpy(output), [to_numpy(s) for s in new_states]
+
+
 def layer_states(layer: Any) -> list[np.ndarray]:
     return [to_numpy(s) for s in layer.states]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.util
+import os
 import platform
 
-import numpy as np
 import pytest
 
 from rnnparity import keras_adapter
@@ -23,7 +23,13 @@ def _dist_version(name: str) -> str | None:
 
 
 def flavor_available(flavor: str) -> bool:
-    """Whether a Keras flavour is installed, decided without importing TensorFlow."""
+    """Whether a Keras flavour is installed (and selected), decided without importing TensorFlow.
+
+    ``RNNPARITY_KERAS=keras3`` or ``=tf-keras`` restricts the suite to one flavour (the tox
+    version matrix uses it); unset or ``all`` runs every installed flavour."""
+    selected = os.environ.get("RNNPARITY_KERAS", "all")
+    if selected not in ("all", flavor):
+        return False
     keras_version = _dist_version("keras")
     if flavor == "keras3":
         return keras_version is not None and keras_version.startswith("3.")
@@ -35,7 +41,9 @@ def flavor_params(flavor: str, values: list[tuple], ids: list[str] | None = None
     """Argument tuples as pytest params, skipped with a reason when ``flavor`` is not installed."""
     marks = [pytest.mark.keras]
     if not flavor_available(flavor):
-        marks.append(pytest.mark.skip(reason=f"{flavor} is not installed (pip install -e '.[test]' installs it)"))
+        marks.append(
+            pytest.mark.skip(reason=f"{flavor} is not installed or not selected (pip install -e '.[test]'; RNNPARITY_KERAS)")
+        )
     return [pytest.param(*v, marks=marks, id=ids[i] if ids else None) for i, v in enumerate(values)]
 
 
@@ -44,12 +52,13 @@ def keras_handle(flavor: str) -> keras_adapter.KerasHandle:
     return keras_adapter.load_keras(flavor)
 
 
+pytest_plugins = ["pytester"]
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    tf = _dist_version("tensorflow-cpu") or _dist_version("tensorflow")
-    lines = [
-        f"rnnparity: python {platform.python_version()}, numpy {np.__version__}, tensorflow {tf}, "
-        f"keras {_dist_version('keras')}, tf-keras {_dist_version('tf-keras')}",
-    ]
+    # The versions line comes from rnnparity's pytest plugin; this adds what the suite runs.
     used = [f for f in FLAVOR_MAJOR if flavor_available(f)]
-    lines.append(f"rnnparity: parity against {', '.join(used) if used else 'no Keras (parity cases skip)'}")
-    return lines
+    return [
+        f"rnnparity suite: python {platform.python_version()}; parity against "
+        f"{', '.join(used) if used else 'no Keras (parity cases skip)'}"
+    ]

@@ -1,0 +1,71 @@
+"""pytest plugin for users' own suites (registered as ``rnnparity`` through ``pytest11``).
+
+Fixtures:
+
+* ``rnnparity_twin(keras_layer)`` -> the NumPy twin (``rnnparity.from_keras``).
+* ``assert_parity(keras_out, twin_out)`` -> raises with both values and the errors unless
+  they match within the per-dtype tolerances (same helper as rnnparity's own suite).
+* ``check_parity(keras_layer, inputs, **call_kwargs)`` -> builds the twin, calls both with
+  the same arguments, asserts parity and returns the comparison.
+
+The report header names the NumPy, TensorFlow and Keras versions. Loading the plugin
+imports neither TensorFlow nor Keras.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from rnnparity.compare import Comparison
+from rnnparity.compare import assert_parity as _assert_parity
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    tensorflow = _version("tensorflow-cpu") or _version("tensorflow")
+    return (
+        f"rnnparity {_version('rnnparity')}: numpy {np.__version__}, tensorflow {tensorflow}, "
+        f"keras {_version('keras')}, tf-keras {_version('tf-keras')}"
+    )
+
+
+@pytest.fixture
+def rnnparity_twin() -> Callable[[Any], Any]:
+    """Factory: ``rnnparity_twin(keras_layer)`` returns its NumPy twin."""
+    from rnnparity import from_keras
+
+    return from_keras
+
+
+@pytest.fixture
+def assert_parity() -> Callable[..., Comparison]:
+    """``assert_parity(keras_out, twin_out, *, rtol=None, atol=None, context="")``."""
+    return _assert_parity
+
+
+@pytest.fixture
+def check_parity() -> Callable[..., Comparison]:
+    """``check_parity(keras_layer, inputs, initial_state=None, mask=None)``: twin vs Keras."""
+    from rnnparity import from_keras
+    from rnnparity.keras_adapter import call_layer, keras_major_of, load_keras
+
+    def check(layer: Any, inputs: Any, initial_state: Any = None, mask: Any = None, **tolerances: Any) -> Comparison:
+        handle = load_keras("keras3" if keras_major_of(layer) == 3 else "tf-keras")
+        twin = from_keras(layer)
+        state = None if initial_state is None else [np.asarray(s) for s in initial_state]
+        keras_out = call_layer(handle, layer, np.asarray(inputs), state, None if mask is None else np.asarray(mask))
+        twin_out = twin(inputs, initial_state=state, mask=mask)
+        return _assert_parity(keras_out, twin_out, context=getattr(layer, "name", ""), **tolerances)
+
+    return check
