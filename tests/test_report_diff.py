@@ -50,7 +50,8 @@ def test_keras2_to_keras3_drift_is_hard_sigmoid_only(reports, capsys) -> None:
     assert main(["diff", reports["tf-keras"], reports["keras3"]]) == 1
     out = capsys.readouterr().out
     assert "DRIFT [hard-sigmoid-formula]" in out
-    assert "unexplained" not in out
+    assert "(0 unexplained)" in out and "[unexplained]" not in out
+    assert main(["diff", "--fail-on", "unexplained", reports["tf-keras"], reports["keras3"]]) == 0
     result = report.diff_reports(report.load_report(reports["tf-keras"]), report.load_report(reports["keras3"]))
     drifted = {d.case_id for d in result.drifted}
     hard_ids = {c.case_id for c in _cases(3) if c.recurrent_activation == "hard_sigmoid"}
