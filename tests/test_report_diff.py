@@ -121,3 +121,20 @@ def test_check_refuses_an_unwritable_json_path(tmp_path, capsys) -> None:
         pytest.skip("keras 3 is not installed")
     assert main(["check", "--keras", "keras3", "-k", "x3", "--json", str(tmp_path / "missing-dir" / "r.json")]) == 2
     assert "cannot write --json" in capsys.readouterr().err
+
+
+@both_flavors
+@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
+def test_stateful_initial_state_difference_still_holds(kind: str) -> None:
+    """The known difference 'stateful-initial-state': same data, different Keras numbers
+    from the second call on (where initial_state is passed again), identical before."""
+    from rnnparity.known_differences import explain
+
+    case = matrix.Case(kind, 2, units=3, input_dim=2, timesteps=4, batch=2, stateful=True, initial_state=True, seed=5)
+    old = parity.run_case(case, keras_handle("tf-keras"))
+    new = parity.run_case(matrix.Case(**{**case.to_dict(), "keras_version": 3, "tags": ()}), keras_handle("keras3"))
+    assert old.ok and new.ok
+    first_old, first_new = old.keras_outputs[0], new.keras_outputs[0]
+    assert report.checksum([first_old]) == report.checksum([first_new])
+    assert report.checksum(old.keras_outputs[1:2]) != report.checksum(new.keras_outputs[1:2])
+    assert [d.id for d in explain(case.to_dict(), {"keras_major": 2}, {"keras_major": 3})] == ["stateful-initial-state"]
