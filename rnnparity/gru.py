@@ -109,10 +109,11 @@ class GRU(RecurrentLayer):
         dtype: Any = "float32",
         keras_version: int = 3,
         time_major: bool = False,
+        backend: str = "tensorflow",
         **training_only_args: Any,
     ) -> None:
         cell = GRUCell(units, activation, recurrent_activation, use_bias, reset_after, dtype, keras_version, **training_only_args)
-        super().__init__(cell, return_sequences, return_state, go_backwards, stateful, zero_output_for_mask, time_major)
+        super().__init__(cell, return_sequences, return_state, go_backwards, stateful, zero_output_for_mask, time_major, backend)
 
     @property
     def recurrent_activation(self) -> str:

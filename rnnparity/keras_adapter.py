@@ -38,11 +38,24 @@ class KerasHandle:
     backend: str
 
     @property
+    def environment(self) -> dict[str, Any]:
+        """What known_differences needs to know about this Keras."""
+        return {"keras_major": self.major, "keras_backend": self.backend, "jax_x64": jax_x64_enabled(self.backend)}
+
+    @property
     def flavor(self) -> str:
         return "keras3" if self.major == 3 else "tf-keras"
 
     def describe(self) -> str:
         return f"{self.package} {self.version} (Keras {self.major}, backend {self.backend})"
+
+
+def jax_x64_enabled(backend: str) -> bool:
+    if backend != "jax":
+        return False
+    import jax
+
+    return bool(jax.config.jax_enable_x64)
 
 
 def _major(version: str) -> int:
@@ -165,7 +178,7 @@ def from_keras(layer: Any) -> RecurrentLayer | Cell:
         twin.set_weights(layer.get_weights())
         return twin
     layer_class: Any = _LAYERS[class_name]
-    layer_twin: RecurrentLayer = layer_class(dtype=dtype, keras_version=major, **config)
+    layer_twin: RecurrentLayer = layer_class(dtype=dtype, keras_version=major, backend=backend, **config)
     layer_twin.set_weights(layer.get_weights())
     if layer_twin.stateful:
         states = getattr(layer, "states", None)

@@ -74,6 +74,30 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
         applies_between=_gelu_forms_differ,
     ),
     KnownDifference(
+        id="jax-masked-output-start",
+        applies_to="masked steps before the first unmasked one, with a non-zero initial h",
+        versions="Keras 3 on JAX vs Keras 3 (and 2) on TensorFlow",
+        reason="Keras's JAX loop repeats states[0] (the initial h) at a masked step before any "
+        "unmasked one; the TensorFlow loop repeats a zero output.",
+        handling="twins take backend='tensorflow'|'jax'; from_keras sets it from keras.backend.backend().",
+        matches_case=lambda config: (
+            config.get("mask") in ("scattered", "right_padded") and bool(config.get("initial_state") or config.get("stateful"))
+        ),
+        applies_between=lambda old, new: old.get("keras_backend") != new.get("keras_backend"),
+    ),
+    KnownDifference(
+        id="xla-cpu-float64-tanh",
+        applies_to="float64 layers whose step uses tanh, on the JAX backend",
+        versions="Keras 3 on JAX (XLA CPU)",
+        reason="XLA's CPU tanh is float32-accurate even for float64 (measured error ~3e-8 on "
+        "values near 0.5), so float64 results agree with an exact float64 computation only to "
+        "float32 precision.",
+        handling="the parity suite compares float64 on the JAX backend at the float32 tolerances "
+        "(tolerance_for); everything else keeps the float64 tolerances.",
+        matches_case=lambda config: config.get("dtype") == "float64",
+        applies_between=lambda old, new: (old.get("keras_backend") == "jax") != (new.get("keras_backend") == "jax"),
+    ),
+    KnownDifference(
         id="empty-batch",
         applies_to="inputs with batch size 0",
         versions="Keras 3 on TensorFlow 2.21",
@@ -82,6 +106,72 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
         "(not part of the matrix, so diff never attributes drift to it).",
     ),
 )
+
+
+@dataclass(frozen=True)
+class KnownKerasFailure:
+    """A configuration Keras itself cannot run in some environment (not a twin mismatch)."""
+
+    id: str
+    applies_to: str
+    versions: str
+    reason: str
+    matches: Callable[[CaseConfig, Environment], bool]
+    error_pattern: str
+
+
+def _jax_x64(env: Environment) -> bool:
+    return env.get("keras_backend") == "jax" and bool(env.get("jax_x64"))
+
+
+KNOWN_KERAS_FAILURES: tuple[KnownKerasFailure, ...] = (
+    KnownKerasFailure(
+        id="jax-x64-simple-rnn-float64-tanh",
+        applies_to="SimpleRNN, float64, activation tanh, no mask",
+        versions="Keras 3.15 on JAX with JAX_ENABLE_X64=1",
+        reason="Keras's JAX SimpleRNN loop returns a float32 state for a float64 layer, and "
+        "lax.scan refuses the carry dtype change (TypeError).",
+        matches=lambda config, env: (
+            _jax_x64(env)
+            and config.get("kind") == "simple_rnn"
+            and config.get("dtype") == "float64"
+            and config.get("activation") == "tanh"
+            and config.get("mask") == "none"
+        ),
+        error_pattern="carry",
+    ),
+    KnownKerasFailure(
+        id="jax-x64-gru-no-bias-float32",
+        applies_to="GRU, reset_after=True, use_bias=False, float32, no mask",
+        versions="Keras 3.15 on JAX with JAX_ENABLE_X64=1",
+        reason="Keras's fused JAX GRU path promotes a float32 layer without bias to float64, and "
+        "lax.scan refuses the carry dtype change (TypeError).",
+        matches=lambda config, env: (
+            _jax_x64(env)
+            and config.get("kind") == "gru"
+            and bool(config.get("reset_after"))
+            and not config.get("use_bias", True)
+            and config.get("dtype") == "float32"
+            and config.get("mask") == "none"
+        ),
+        error_pattern="carry",
+    ),
+)
+
+
+def expected_keras_failure(config: CaseConfig, env: Environment) -> KnownKerasFailure | None:
+    """The known Keras failure for ``config`` in environment ``env``, if any."""
+    return next((f for f in KNOWN_KERAS_FAILURES if f.matches(config, env)), None)
+
+
+def tolerance_for(dtype: str, backend: str) -> tuple[float | None, float | None]:
+    """``(rtol, atol)`` overrides for comparing a twin with Keras on ``backend``
+    (None: the per-dtype defaults). See ``xla-cpu-float64-tanh``."""
+    if backend == "jax" and dtype == "float64":
+        from rnnparity.compare import DEFAULT_TOLERANCES
+
+        return DEFAULT_TOLERANCES["float32"]
+    return None, None
 
 
 def explain(config: CaseConfig, old: Environment, new: Environment) -> list[KnownDifference]:

@@ -15,6 +15,7 @@ import numpy as np
 from rnnparity import keras_adapter
 from rnnparity.compare import compare
 from rnnparity.gru import GRU
+from rnnparity.known_differences import tolerance_for
 from rnnparity.lstm import LSTM
 from rnnparity.matrix import Case, make_data
 from rnnparity.report import data_checksums
@@ -56,7 +57,7 @@ def run_case(
     data = make_data(case)
     checksums = data_checksums(data)
     kwargs = case.layer_kwargs()
-    twin_kwargs: dict[str, Any] = {**kwargs, "keras_version": case.keras_version}
+    twin_kwargs: dict[str, Any] = {**kwargs, "keras_version": case.keras_version, "backend": handle.backend}
     for name in ("activation", "recurrent_activation"):
         if name in twin_kwargs:
             twin_kwargs[name] = keras_adapter.twin_activation(twin_kwargs[name], handle.backend)
@@ -67,6 +68,7 @@ def run_case(
     first = data.calls[0].inputs
     layer = keras_adapter.build_layer(handle, case.kind, kwargs, first.shape, data.weights)
 
+    rtol, atol = tolerance_for(case.dtype, handle.backend)
     comparisons = []
     outputs: list[np.ndarray] = []
     for number, call in enumerate(data.calls):
@@ -76,12 +78,16 @@ def run_case(
         expected = keras_adapter.call_layer(handle, layer, call.inputs, call.initial_state, call.mask)
         actual = twin(call.inputs, initial_state=call.initial_state, mask=call.mask)
         outputs.extend(_flatten(expected))
-        comparisons.append(compare(expected, actual, dtype=case.dtype, context=f"{case.case_id} call {number}"))
+        comparisons.append(
+            compare(expected, actual, dtype=case.dtype, rtol=rtol, atol=atol, context=f"{case.case_id} call {number}")
+        )
     if case.stateful:
         carried = twin.states
         assert carried is not None
         expected_states = keras_adapter.layer_states(layer)
-        comparisons.append(compare(expected_states, carried, dtype=case.dtype, context=f"{case.case_id} carried states"))
+        comparisons.append(
+            compare(expected_states, carried, dtype=case.dtype, rtol=rtol, atol=atol, context=f"{case.case_id} carried states")
+        )
 
     failed = [c for c in comparisons if not c.ok]
     reported = failed[0] if failed else max(comparisons, key=lambda c: c.tolerance_used)

@@ -87,6 +87,7 @@ def environment(handle: Any) -> dict[str, Any]:
         "keras_backend": handle.backend,
         "keras_flavor": handle.flavor,
         "gelu_form": None,
+        "jax_x64": handle.environment["jax_x64"],
     }
     if handle.backend == "tensorflow":
         from rnnparity.keras_adapter import tensorflow_gelu_form

@@ -64,6 +64,10 @@ TRAINING_ONLY_ARGS: dict[str, Any] = {
 
 SUPPORTED_DTYPES = ("float32", "float64")
 
+# Keras backends whose RNN loop the twins emulate. They differ in one place: at a masked
+# step before the first unmasked one, TensorFlow repeats a zero output, JAX the initial h.
+SUPPORTED_BACKENDS = {2: ("tensorflow",), 3: ("tensorflow", "jax")}
+
 
 def _check_bool(value: Any, argument: str) -> bool:
     if isinstance(value, (bool, np.bool_)):
@@ -320,17 +324,22 @@ def run_time_loop(
     go_backwards: bool,
     zero_output_for_mask: bool,
     return_sequences: bool,
+    backend: str = "tensorflow",
 ) -> tuple[np.ndarray, np.ndarray | None, list[np.ndarray]]:
     """Run ``cell`` over time-major projected inputs ``x_proj`` of shape ``(T, batch, width)``.
 
     ``mask`` is time-major ``(T, batch)`` booleans or None. Returns ``(last_output,
     outputs, final_states)``; ``outputs`` is ``(T, batch, units)`` in processing order (so
     reversed when ``go_backwards``), or None when ``return_sequences`` is False.
+
+    A masked step repeats the previous output. Before the first unmasked step that is zeros
+    on the TensorFlow backend and the initial ``h`` on the JAX backend (Keras's JAX loop
+    repeats ``states[0]``, which equals the output at every later step).
     """
     timesteps, batch = x_proj.shape[0], x_proj.shape[1]
     outputs = np.empty((timesteps, batch, cell.units), dtype=cell.dtype) if return_sequences else None
-    previous_output = np.zeros((batch, cell.units), dtype=cell.dtype)
-    zeros = previous_output
+    zeros = np.zeros((batch, cell.units), dtype=cell.dtype)
+    previous_output = states[0] if backend == "jax" else zeros
     order = range(timesteps - 1, -1, -1) if go_backwards else range(timesteps)
     for k, t in enumerate(order):
         output, new_states = cell.recurrent_step(x_proj[t], states)
@@ -359,6 +368,7 @@ class RecurrentLayer:
         stateful: bool = False,
         zero_output_for_mask: bool = False,
         time_major: bool = False,
+        backend: str = "tensorflow",
     ) -> None:
         self.cell = cell
         self.keras_version = cell.keras_version
@@ -371,6 +381,12 @@ class RecurrentLayer:
         self.time_major = _check_bool(time_major, "time_major")
         if self.time_major and self.keras_version != 2:
             raise ValueError("time_major=True exists in Keras 2 only (tf_keras); Keras 3 layers have no time_major argument")
+        if backend not in SUPPORTED_BACKENDS[self.keras_version]:
+            raise ValueError(
+                f"backend must be one of {SUPPORTED_BACKENDS[self.keras_version]} for Keras {self.keras_version} "
+                f"(the backends whose recurrent semantics rnnparity has verified); got {backend!r}"
+            )
+        self.backend = backend
         self._states: list[np.ndarray] | None = None
         self._expected_batch_size: int | None = None
 
@@ -465,6 +481,7 @@ class RecurrentLayer:
                 self.go_backwards,
                 self.zero_output_for_mask,
                 self.return_sequences,
+                self.backend,
             )
         if self.stateful:
             self._states = [s.copy() for s in final_states]

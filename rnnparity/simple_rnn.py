@@ -59,7 +59,8 @@ class SimpleRNN(RecurrentLayer):
         dtype: Any = "float32",
         keras_version: int = 3,
         time_major: bool = False,
+        backend: str = "tensorflow",
         **training_only_args: Any,
     ) -> None:
         cell = SimpleRNNCell(units, activation, use_bias, dtype, keras_version, **training_only_args)
-        super().__init__(cell, return_sequences, return_state, go_backwards, stateful, zero_output_for_mask, time_major)
+        super().__init__(cell, return_sequences, return_state, go_backwards, stateful, zero_output_for_mask, time_major, backend)

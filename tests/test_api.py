@@ -186,6 +186,8 @@ ERRORS = [
     (lambda: LSTM(3, bogus=1), TypeError, "unexpected keyword argument(s) ['bogus']"),
     (lambda: _lstm(dropout=0.5)(X, training=True), ValueError, "training=True with dropout > 0"),
     (lambda: _lstm().reset_state(), ValueError, "reset_state() is for stateful layers"),
+    (lambda: LSTM(3, backend="torch"), ValueError, "backend must be one of ('tensorflow', 'jax') for Keras 3"),
+    (lambda: LSTM(3, backend="jax", keras_version=2), ValueError, "backend must be one of ('tensorflow',) for Keras 2"),
 ]
 
 
@@ -238,3 +240,16 @@ def test_both_gelu_forms_agree_to_1e8_and_differ_in_float64() -> None:
     assert np.max(np.abs(gelu(x) - gelu_erf_form(x))) < 2e-8
     assert not np.array_equal(gelu(x), gelu_erf_form(x))
     assert LSTM(3, activation=gelu_erf_form).get_config()["activation"] == "gelu"
+
+
+def test_jax_backend_repeats_the_initial_h_before_the_first_unmasked_step() -> None:
+    init = [np.full((2, 3), 0.25, np.float32), np.full((2, 3), -0.5, np.float32)]
+    mask = np.array([[False, False, True, True], [True, True, True, True]])
+    outputs = {}
+    for backend in ("tensorflow", "jax"):
+        layer = _lstm(return_sequences=True, backend=backend)
+        outputs[backend] = layer(X, initial_state=init, mask=mask)
+    np.testing.assert_array_equal(outputs["tensorflow"][0, :2], 0.0)
+    np.testing.assert_array_equal(outputs["jax"][0, :2], 0.25)
+    np.testing.assert_array_equal(outputs["jax"][:, 2:], outputs["tensorflow"][:, 2:])
+    np.testing.assert_array_equal(outputs["jax"][1], outputs["tensorflow"][1])

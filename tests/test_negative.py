@@ -13,6 +13,7 @@ import pytest
 from conftest import FLAVOR_MAJOR, flavor_params, keras_handle
 
 from rnnparity import matrix, parity
+from rnnparity.known_differences import expected_keras_failure
 from rnnparity.layout import GATE_ORDER, gate_slice
 
 
@@ -100,7 +101,7 @@ def test_wrong_hard_sigmoid_formula_is_caught(flavor: str, kind: str, reset_afte
     major = FLAVOR_MAJOR[flavor]
     case = replace(matrix.hard_sigmoid_cases(major)[0], kind=kind, reset_after=reset_after, input_scale=3.0)
     assert parity.run_case(case, keras_handle(flavor)).ok
-    broken = parity.run_case(case, keras_handle(flavor), twin_overrides={"keras_version": 5 - major})
+    broken = parity.run_case(case, keras_handle(flavor), twin_overrides={"keras_version": 5 - major, "backend": "tensorflow"})
     assert not broken.ok, broken.message
 
 
@@ -109,6 +110,9 @@ def test_wrong_hard_sigmoid_formula_is_caught(flavor: str, kind: str, reset_afte
 def test_wrong_reset_after_is_caught(flavor: str, use_bias: bool) -> None:
     """A GRU ported with the other reset_after convention (biases folded) must fail."""
     case = replace(BASE["gru"], keras_version=FLAVOR_MAJOR[flavor], use_bias=use_bias, reset_after=True)
+    failure = expected_keras_failure(case.to_dict(), keras_handle(flavor).environment)
+    if failure is not None:
+        pytest.skip(f"known Keras failure {failure.id}")
 
     def fold_bias(weights: list[np.ndarray]) -> list[np.ndarray]:
         return [weights[0], weights[1], weights[2][0] + weights[2][1]] if use_bias else weights
