@@ -13,6 +13,11 @@ Every slice in the package is derived from these constants.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
 GATE_ORDER: dict[str, tuple[str, ...]] = {
     "lstm": ("i", "f", "c", "o"),
     "gru": ("z", "r", "h"),
@@ -36,3 +41,280 @@ def weight_shapes(
     if use_bias:
         shapes.append((2, width) if kind == "gru" and reset_after else (width,))
     return shapes
+
+
+# ---------------------------------------------------------------------------- gate views
+
+GATE_ROLES: dict[str, dict[str, str]] = {
+    "lstm": {
+        "i": "input gate: how much of the new candidate enters the cell state",
+        "f": "forget gate: how much of the previous cell state is kept",
+        "c": "cell candidate: the new content proposed for the cell state",
+        "o": "output gate: how much of the squashed cell state becomes h",
+    },
+    "gru": {
+        "z": "update gate: how much of the previous h is kept",
+        "r": "reset gate: how much of the previous h feeds the candidate",
+        "h": "candidate: the new state proposed for h",
+    },
+    "simple_rnn": {"h": "the new state h (and output)"},
+}
+
+GATE_EQUATIONS: dict[str, dict[str, str]] = {
+    "lstm": {
+        "i": "i = recurrent_activation(x @ W_i + h_tm1 @ U_i + b_i)",
+        "f": "f = recurrent_activation(x @ W_f + h_tm1 @ U_f + b_f)",
+        "c": "c = f * c_tm1 + i * activation(x @ W_c + h_tm1 @ U_c + b_c)",
+        "o": "o = recurrent_activation(x @ W_o + h_tm1 @ U_o + b_o);  h = o * activation(c)",
+    },
+    "gru_reset_after": {
+        "z": "z = recurrent_activation(x @ W_z + b_z + h_tm1 @ U_z + br_z)",
+        "r": "r = recurrent_activation(x @ W_r + b_r + h_tm1 @ U_r + br_r)",
+        "h": "hh = activation(x @ W_h + b_h + r * (h_tm1 @ U_h + br_h));  h = z * h_tm1 + (1 - z) * hh",
+    },
+    "gru_reset_before": {
+        "z": "z = recurrent_activation(x @ W_z + b_z + h_tm1 @ U_z)",
+        "r": "r = recurrent_activation(x @ W_r + b_r + h_tm1 @ U_r)",
+        "h": "hh = activation(x @ W_h + b_h + (r * h_tm1) @ U_h);  h = z * h_tm1 + (1 - z) * hh",
+    },
+    "simple_rnn": {"h": "h = activation(x @ W + b + h_tm1 @ U)"},
+}
+
+KINDS = tuple(GATE_ORDER)
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in GATE_ORDER:
+        raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
+    return kind
+
+
+def _weights_of(layer_or_weights: Any, kind: str | None, reset_after: bool | None) -> tuple[list[Any], str, bool]:
+    """(weights, kind, reset_after) from a twin layer/cell or a Keras-layout weight list."""
+    cell = getattr(layer_or_weights, "cell", layer_or_weights)
+    if hasattr(cell, "get_weights") and hasattr(cell, "kind"):
+        return cell.get_weights(), cell.kind, bool(getattr(cell, "reset_after", True))
+    if kind is None:
+        raise TypeError("split_gates needs kind='lstm'|'gru'|'simple_rnn' when given a weight list")
+    weights = list(layer_or_weights)
+    if reset_after is None:
+        reset_after = kind == "gru" and len(weights) == 3 and np.ndim(weights[2]) == 2
+    return weights, _check_kind(kind), bool(reset_after)
+
+
+def split_gates(layer_or_weights: Any, kind: str | None = None, reset_after: bool | None = None) -> dict[str, dict[str, Any]]:
+    """Per-gate views of Keras weights: ``{gate: {"kernel", "recurrent_kernel", "bias"[, "recurrent_bias"]}}``.
+
+    ``layer_or_weights`` is a twin (layer or cell) or ``[kernel, recurrent_kernel, (bias)]``
+    with ``kind``. For GRU with ``reset_after=True`` the bias has two rows: ``bias`` is the
+    input row, ``recurrent_bias`` the recurrent row. Arrays are copies; :func:`join_gates`
+    reverses this exactly.
+    """
+    weights, kind, reset_after = _weights_of(layer_or_weights, kind, reset_after)
+    kernel, recurrent = np.asarray(weights[0]), np.asarray(weights[1])
+    bias = np.asarray(weights[2]) if len(weights) > 2 else None
+    units = recurrent.shape[0]
+    gates: dict[str, dict[str, Any]] = {}
+    for gate in GATE_ORDER[kind]:
+        cols = gate_slice(kind, gate, units)
+        view: dict[str, Any] = {"kernel": kernel[:, cols].copy(), "recurrent_kernel": recurrent[:, cols].copy()}
+        if bias is not None:
+            if kind == "gru" and reset_after:
+                view["bias"] = bias[0, cols].copy()
+                view["recurrent_bias"] = bias[1, cols].copy()
+            else:
+                view["bias"] = bias[cols].copy()
+        gates[gate] = view
+    return gates
+
+
+def join_gates(gates: dict[str, dict[str, Any]], kind: str, reset_after: bool = True) -> list[np.ndarray]:
+    """Keras weights ``[kernel, recurrent_kernel, (bias)]`` from per-gate blocks (inverse of split_gates)."""
+    kind = _check_kind(kind)
+    order = GATE_ORDER[kind]
+    missing = [g for g in order if g not in gates]
+    if missing:
+        raise ValueError(f"join_gates for {kind} needs gates {list(order)}; missing {missing}")
+    kernel = np.concatenate([np.asarray(gates[g]["kernel"]) for g in order], axis=-1)
+    recurrent = np.concatenate([np.asarray(gates[g]["recurrent_kernel"]) for g in order], axis=-1)
+    weights = [kernel, recurrent]
+    if all("bias" in gates[g] for g in order):
+        bias = np.concatenate([np.asarray(gates[g]["bias"]) for g in order])
+        if kind == "gru" and reset_after:
+            recurrent_bias = np.concatenate([np.asarray(gates[g]["recurrent_bias"]) for g in order])
+            bias = np.stack([bias, recurrent_bias])
+        weights.append(bias)
+    return weights
+
+
+@dataclass(frozen=True)
+class GateRow:
+    gate: str
+    role: str
+    kernel: str
+    recurrent_kernel: str
+    bias: str
+    equation: str
+
+
+def explain_layout(kind: str, units: int, input_dim: int, reset_after: bool = True, use_bias: bool = True) -> dict[str, Any]:
+    """Where every gate lives in ``kernel``, ``recurrent_kernel`` and ``bias``, with its equation."""
+    kind = _check_kind(kind)
+    if units <= 0 or input_dim <= 0:
+        raise ValueError(f"units and input_dim must be positive; got units={units}, input_dim={input_dim}")
+    shapes = weight_shapes(kind, units, input_dim, use_bias, reset_after)
+    key = kind if kind != "gru" else ("gru_reset_after" if reset_after else "gru_reset_before")
+    rows = []
+    for gate in GATE_ORDER[kind]:
+        cols = gate_slice(kind, gate, units)
+        span = f"[:, {cols.start}:{cols.stop}]"
+        if not use_bias:
+            bias = "-"
+        elif kind == "gru" and reset_after:
+            bias = f"[0, {cols.start}:{cols.stop}] (input), [1, {cols.start}:{cols.stop}] (recurrent)"
+        else:
+            bias = f"[{cols.start}:{cols.stop}]"
+        rows.append(GateRow(gate, GATE_ROLES[kind][gate], span, span, bias, GATE_EQUATIONS[key][gate]))
+    return {
+        "kind": kind,
+        "units": units,
+        "input_dim": input_dim,
+        "reset_after": reset_after if kind == "gru" else None,
+        "use_bias": use_bias,
+        "gate_order": list(GATE_ORDER[kind]),
+        "shapes": {name: list(shape) for name, shape in zip(("kernel", "recurrent_kernel", "bias"), shapes)},
+        "gates": [row.__dict__ for row in rows],
+        "equations": [GATE_EQUATIONS[key][gate] for gate in GATE_ORDER[kind]],
+    }
+
+
+# ---------------------------------------------------------------------------- PyTorch
+
+# PyTorch's gate order per Keras kind. LSTM: Keras (i, f, c, o) is PyTorch (i, f, g, o), the same
+# order under another name for the candidate. GRU: Keras (z, r, h) is PyTorch (r, z, n).
+TORCH_GATE_ORDER: dict[str, tuple[str, ...]] = {"lstm": ("i", "f", "c", "o"), "gru": ("r", "z", "h"), "simple_rnn": ("h",)}
+TORCH_MODULE = {"lstm": "torch.nn.LSTM", "gru": "torch.nn.GRU", "simple_rnn": "torch.nn.RNN"}
+
+
+def _torch_compatible(cell: Any) -> None:
+    """Raise ValueError unless ``cell`` has an exact PyTorch equivalent."""
+    kind = cell.kind
+    name = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}[kind]
+    if kind == "simple_rnn":
+        if cell.activation_name not in ("tanh", "relu"):
+            raise ValueError(
+                f"SimpleRNN(activation={cell.activation_name!r}) has no exact PyTorch equivalent: "
+                f"torch.nn.RNN supports nonlinearity 'tanh' or 'relu' only"
+            )
+        return
+    if cell.activation_name != "tanh" or cell.recurrent_activation_name != "sigmoid":
+        raise ValueError(
+            f"{name}(activation={cell.activation_name!r}, recurrent_activation={cell.recurrent_activation_name!r}) "
+            f"has no exact PyTorch equivalent: {TORCH_MODULE[kind]} uses tanh and sigmoid only"
+        )
+    if kind == "gru" and not cell.reset_after:
+        raise ValueError(
+            "GRU(reset_after=False) has no exact PyTorch equivalent: torch.nn.GRU applies the reset gate after "
+            "the recurrent matmul, which is Keras's reset_after=True"
+        )
+
+
+def _reorder(array: np.ndarray, kind: str, source: tuple[str, ...], target: tuple[str, ...], axis: int) -> np.ndarray:
+    blocks = dict(zip(source, np.split(array, len(source), axis=axis)))
+    return np.concatenate([blocks[g] for g in target], axis=axis)
+
+
+def _layer_to_torch(layer: Any, suffix: str) -> dict[str, np.ndarray]:
+    cell = getattr(layer, "cell", layer)
+    _torch_compatible(cell)
+    kind = cell.kind
+    keras_order, torch_order = GATE_ORDER[kind], TORCH_GATE_ORDER[kind]
+    weights = cell.get_weights()
+    state = {
+        f"weight_ih_{suffix}": np.ascontiguousarray(_reorder(weights[0], kind, keras_order, torch_order, axis=1).T),
+        f"weight_hh_{suffix}": np.ascontiguousarray(_reorder(weights[1], kind, keras_order, torch_order, axis=1).T),
+    }
+    if cell.use_bias:
+        bias = weights[2]
+        if kind == "gru":
+            input_bias, recurrent_bias = bias[0], bias[1]
+        else:
+            input_bias, recurrent_bias = bias, np.zeros_like(bias)
+        state[f"bias_ih_{suffix}"] = _reorder(input_bias, kind, keras_order, torch_order, axis=0)
+        state[f"bias_hh_{suffix}"] = _reorder(recurrent_bias, kind, keras_order, torch_order, axis=0)
+    return state
+
+
+def to_torch(layers: Any, as_tensors: bool = False) -> dict[str, Any]:
+    """A state dict for ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` from twins with Keras weights.
+
+    ``layers`` is one twin (layer or cell), a list of them (``num_layers``), and any entry may
+    be a ``(forward, backward)`` pair (``bidirectional=True``; the backward twin is the one
+    Keras's ``Bidirectional`` runs with ``go_backwards=True``). Keras's single LSTM/SimpleRNN
+    bias becomes ``bias_ih`` with a zero ``bias_hh``; GRU's two bias rows map to the two.
+    Configurations with no exact PyTorch equivalent raise ``ValueError`` saying why. Arrays
+    are NumPy unless ``as_tensors=True``.
+    """
+    stack = list(layers) if isinstance(layers, list) else [layers]
+    if not stack:
+        raise ValueError("to_torch needs at least one layer")
+    state: dict[str, Any] = {}
+    kinds = set()
+    for index, entry in enumerate(stack):
+        pair = entry if isinstance(entry, tuple) else (entry,)
+        if len(pair) not in (1, 2) or (len(stack) > 1 and len(pair) != (2 if isinstance(stack[0], tuple) else 1)):
+            raise ValueError("to_torch: every stacked entry must be a single layer, or every entry a (forward, backward) pair")
+        for direction, layer in enumerate(pair):
+            kinds.add(getattr(layer, "cell", layer).kind)
+            state.update(_layer_to_torch(layer, f"l{index}" + ("_reverse" if direction else "")))
+    if len(kinds) != 1:
+        raise ValueError(f"to_torch: all layers must be of one kind for one PyTorch module; got {sorted(kinds)}")
+    if as_tensors:
+        import torch
+
+        return {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in state.items()}
+    return state
+
+
+def from_torch(state_dict: dict[str, Any], kind: str) -> Any:
+    """Keras weights from a ``torch.nn.LSTM`` / ``GRU`` / ``RNN`` state dict (inverse of to_torch).
+
+    Returns ``[kernel, recurrent_kernel, (bias)]`` for a one-layer, one-direction module; a
+    list of those per layer for ``num_layers > 1``; and ``(forward, backward)`` pairs in
+    place of each for ``bidirectional=True``. LSTM and SimpleRNN biases are summed
+    (``bias_ih + bias_hh``); GRU keeps them as its two bias rows (``reset_after=True``).
+    """
+    kind = _check_kind(kind)
+    arrays = {
+        name: np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
+        for name, value in state_dict.items()
+    }
+    layers = sorted({int(name.split("_l")[1].split("_")[0]) for name in arrays if name.startswith("weight_ih_l")})
+    if not layers:
+        raise ValueError(f"from_torch: no weight_ih_l* entries in the state dict (keys: {sorted(arrays)[:6]})")
+    bidirectional = any(name.endswith("_reverse") for name in arrays)
+    keras_order, torch_order = GATE_ORDER[kind], TORCH_GATE_ORDER[kind]
+    gates = len(keras_order)
+
+    def one(suffix: str) -> list[np.ndarray]:
+        try:
+            w_ih, w_hh = arrays[f"weight_ih_{suffix}"], arrays[f"weight_hh_{suffix}"]
+        except KeyError as exc:
+            raise ValueError(f"from_torch: state dict lacks {exc.args[0]}") from None
+        if w_ih.shape[0] % gates or w_hh.shape != (w_ih.shape[0], w_ih.shape[0] // gates):
+            raise ValueError(
+                f"from_torch: weight_ih_{suffix} {w_ih.shape} and weight_hh_{suffix} {w_hh.shape} do not fit "
+                f"{TORCH_MODULE[kind]} ({gates} gates)"
+            )
+        weights = [
+            _reorder(w_ih.T, kind, torch_order, keras_order, axis=1),
+            _reorder(w_hh.T, kind, torch_order, keras_order, axis=1),
+        ]
+        if f"bias_ih_{suffix}" in arrays:
+            b_ih = _reorder(arrays[f"bias_ih_{suffix}"], kind, torch_order, keras_order, axis=0)
+            b_hh = _reorder(arrays[f"bias_hh_{suffix}"], kind, torch_order, keras_order, axis=0)
+            weights.append(np.stack([b_ih, b_hh]) if kind == "gru" else b_ih + b_hh)
+        return [np.ascontiguousarray(w) for w in weights]
+
+    result = [(one(f"l{k}"), one(f"l{k}_reverse")) if bidirectional else one(f"l{k}") for k in layers]
+    return result[0] if len(result) == 1 else result
