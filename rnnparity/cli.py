@@ -62,7 +62,58 @@ def _build_parser() -> argparse.ArgumentParser:
         default="any",
         help="exit 1 on any drift (default), or only on drift no known difference explains",
     )
+    explain = commands.add_parser("explain", help="where each gate lives in kernel, recurrent_kernel and bias")
+    explain.add_argument("kind", choices=["lstm", "gru", "simple_rnn"])
+    explain.add_argument("--units", type=int, default=4, help="units (default 4)")
+    explain.add_argument("--input-dim", type=int, default=3, help="input dim (default 3)")
+    explain.add_argument("--reset-after", choices=["true", "false"], default="true", help="GRU only (default true)")
+    explain.add_argument("--no-bias", action="store_true", help="use_bias=False")
+    explain.add_argument("--format", choices=["text", "markdown", "json"], default="text")
     return parser
+
+
+def render_explain(data: dict[str, object], fmt: str) -> str:
+    """The explain table in ``fmt`` (text, markdown or json), from layout.explain_layout data."""
+    import json
+
+    if fmt == "json":
+        return json.dumps(data, indent=2)
+    gates = data["gates"]
+    assert isinstance(gates, list)
+    shapes = data["shapes"]
+    assert isinstance(shapes, dict)
+    title = f"{data['kind']} units={data['units']} input_dim={data['input_dim']}"
+    if data["kind"] == "gru":
+        title += f" reset_after={data['reset_after']}"
+    header = ("gate", "kernel", "recurrent_kernel", "bias", "role")
+    rows = [(g["gate"], g["kernel"], g["recurrent_kernel"], g["bias"], g["role"]) for g in gates]
+    shape_line = ", ".join(f"{name} {tuple(shape)}" for name, shape in shapes.items())
+    equations = data["equations"]
+    assert isinstance(equations, list)
+    if fmt == "markdown":
+        lines = [f"### {title}", "", f"Shapes: {shape_line}. Gate order: {', '.join(data['gate_order'])}.", ""]  # type: ignore[arg-type]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        lines += ["| " + " | ".join(f"`{c}`" if i < 4 else c for i, c in enumerate(row)) + " |" for row in rows]
+        lines += ["", "Equations, in order:", ""] + [f"    {e}" for e in equations]
+        return "\n".join(lines)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = [title, shape_line, ""]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    lines += ["", "equations, in order:"] + [f"  {e}" for e in equations]
+    return "\n".join(lines)
+
+
+def run_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from rnnparity.layout import explain_layout
+
+    try:
+        data = explain_layout(args.kind, args.units, args.input_dim, args.reset_after == "true", not args.no_bias)
+    except ValueError as exc:
+        err.write(f"rnnparity explain: {exc}\n")
+        return EXIT_ERROR
+    out.write(render_explain(data, args.format) + "\n")
+    return EXIT_OK
 
 
 def environment_lines(handle: KerasHandle) -> list[str]:
@@ -272,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_check(args, sys.stdout, sys.stderr)
     if args.command == "diff":
         return run_diff(args, sys.stdout, sys.stderr)
+    if args.command == "explain":
+        return run_explain(args, sys.stdout, sys.stderr)
     parser.error(f"unknown command {args.command!r}")
     return EXIT_ERROR
 
