@@ -118,12 +118,10 @@ def run_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def environment_lines(handle: KerasHandle) -> list[str]:
     lines = [f"python {platform.python_version()}, numpy {np.__version__}, rnnparity {rnnparity.__version__}"]
-    try:
-        import tensorflow as tf
+    from rnnparity.report import tensorflow_version
 
-        lines.append(f"tensorflow {tf.__version__}")
-    except ImportError:
-        lines.append("tensorflow not installed")
+    tensorflow = tensorflow_version()
+    lines.append(f"tensorflow {tensorflow}" if tensorflow else "tensorflow not installed")
     lines.append(f"checking against {handle.describe()}")
     return lines
 

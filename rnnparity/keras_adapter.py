@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from rnnparity.gru import GRU, GRUCell
+from rnnparity.layout import KERAS_CLASS_NAME
 from rnnparity.lstm import LSTM, LSTMCell
 from rnnparity.rnn import Cell, RecurrentLayer
 from rnnparity.simple_rnn import SimpleRNN, SimpleRNNCell
@@ -24,7 +25,6 @@ FLAVORS = ("keras3", "tf-keras")
 
 _LAYERS: dict[str, type[RecurrentLayer]] = {"LSTM": LSTM, "GRU": GRU, "SimpleRNN": SimpleRNN}
 _CELLS: dict[str, type[Cell]] = {"LSTMCell": LSTMCell, "GRUCell": GRUCell, "SimpleRNNCell": SimpleRNNCell}
-KERAS_CLASS = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}
 
 
 @dataclass(frozen=True)
@@ -122,18 +122,6 @@ def _auto_flavor() -> str:
     return "keras3" if _major(str(keras.__version__)) == 3 else "tf-keras"
 
 
-def available_flavors() -> list[str]:
-    """The Keras flavors importable here, without importing them twice."""
-    found = []
-    for flavor in FLAVORS:
-        try:
-            load_keras(flavor)
-        except ImportError:
-            continue
-        found.append(flavor)
-    return found
-
-
 def keras_major_of(obj: Any) -> int:
     """2 or 3: which Keras the layer object ``obj`` comes from."""
     top = type(obj).__module__.split(".")[0]
@@ -170,9 +158,7 @@ def from_keras(layer: Any) -> RecurrentLayer | Cell:
     if policy is not None and getattr(policy, "name", None):
         dtype = policy.name
     backend = _backend_of(major)
-    for name in ("activation", "recurrent_activation"):
-        if name in config:
-            config[name] = twin_activation(config[name], backend)
+    config = twin_activations(config, backend)
     if class_name in _CELLS:
         twin: RecurrentLayer | Cell = _CELLS[class_name](dtype=dtype, keras_version=major, **config)
         twin.set_weights(layer.get_weights())
@@ -232,6 +218,15 @@ def twin_activation(name: Any, backend: str) -> Any:
     return name
 
 
+def twin_activations(kwargs: dict[str, Any], backend: str) -> dict[str, Any]:
+    """``kwargs`` with ``activation``/``recurrent_activation`` resolved by :func:`twin_activation`."""
+    resolved = dict(kwargs)
+    for name in ("activation", "recurrent_activation"):
+        if name in resolved:
+            resolved[name] = twin_activation(resolved[name], backend)
+    return resolved
+
+
 def _backend_of(major: int) -> str:
     if major == 2:
         return "tensorflow"
@@ -257,7 +252,7 @@ def build_layer(
     handle: KerasHandle, kind: str, config: dict[str, Any], input_shape: tuple[int, int, int], weights: list[np.ndarray]
 ) -> Any:
     """A built Keras layer of ``kind`` with ``config`` and ``weights`` (in Keras layout)."""
-    cls = getattr(handle.module.layers, KERAS_CLASS[kind])
+    cls = getattr(handle.module.layers, KERAS_CLASS_NAME[kind])
     layer = cls(**config)
     layer.build(input_shape)
     layer.set_weights(weights)

@@ -24,6 +24,8 @@ GATE_ORDER: dict[str, tuple[str, ...]] = {
     "simple_rnn": ("h",),
 }
 
+KERAS_CLASS_NAME = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}
+
 
 def gate_slice(kind: str, gate: str, units: int) -> slice:
     """Columns of ``gate`` in a ``kernel``/``recurrent_kernel``/``bias`` of layer ``kind``."""
@@ -199,7 +201,7 @@ TORCH_MODULE = {"lstm": "torch.nn.LSTM", "gru": "torch.nn.GRU", "simple_rnn": "t
 def _torch_compatible(cell: Any) -> None:
     """Raise ValueError unless ``cell`` has an exact PyTorch equivalent."""
     kind = cell.kind
-    name = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}[kind]
+    name = KERAS_CLASS_NAME[kind]
     if kind == "simple_rnn":
         if cell.activation_name not in ("tanh", "relu"):
             raise ValueError(
@@ -219,7 +221,7 @@ def _torch_compatible(cell: Any) -> None:
         )
 
 
-def _reorder(array: np.ndarray, kind: str, source: tuple[str, ...], target: tuple[str, ...], axis: int) -> np.ndarray:
+def _reorder(array: np.ndarray, source: tuple[str, ...], target: tuple[str, ...], axis: int) -> np.ndarray:
     blocks = dict(zip(source, np.split(array, len(source), axis=axis)))
     return np.concatenate([blocks[g] for g in target], axis=axis)
 
@@ -231,8 +233,8 @@ def _layer_to_torch(layer: Any, suffix: str) -> dict[str, np.ndarray]:
     keras_order, torch_order = GATE_ORDER[kind], TORCH_GATE_ORDER[kind]
     weights = cell.get_weights()
     state = {
-        f"weight_ih_{suffix}": np.ascontiguousarray(_reorder(weights[0], kind, keras_order, torch_order, axis=1).T),
-        f"weight_hh_{suffix}": np.ascontiguousarray(_reorder(weights[1], kind, keras_order, torch_order, axis=1).T),
+        f"weight_ih_{suffix}": np.ascontiguousarray(_reorder(weights[0], keras_order, torch_order, axis=1).T),
+        f"weight_hh_{suffix}": np.ascontiguousarray(_reorder(weights[1], keras_order, torch_order, axis=1).T),
     }
     if cell.use_bias:
         bias = weights[2]
@@ -240,8 +242,8 @@ def _layer_to_torch(layer: Any, suffix: str) -> dict[str, np.ndarray]:
             input_bias, recurrent_bias = bias[0], bias[1]
         else:
             input_bias, recurrent_bias = bias, np.zeros_like(bias)
-        state[f"bias_ih_{suffix}"] = _reorder(input_bias, kind, keras_order, torch_order, axis=0)
-        state[f"bias_hh_{suffix}"] = _reorder(recurrent_bias, kind, keras_order, torch_order, axis=0)
+        state[f"bias_ih_{suffix}"] = _reorder(input_bias, keras_order, torch_order, axis=0)
+        state[f"bias_hh_{suffix}"] = _reorder(recurrent_bias, keras_order, torch_order, axis=0)
     return state
 
 
@@ -307,12 +309,12 @@ def from_torch(state_dict: dict[str, Any], kind: str) -> Any:
                 f"{TORCH_MODULE[kind]} ({gates} gates)"
             )
         weights = [
-            _reorder(w_ih.T, kind, torch_order, keras_order, axis=1),
-            _reorder(w_hh.T, kind, torch_order, keras_order, axis=1),
+            _reorder(w_ih.T, torch_order, keras_order, axis=1),
+            _reorder(w_hh.T, torch_order, keras_order, axis=1),
         ]
         if f"bias_ih_{suffix}" in arrays:
-            b_ih = _reorder(arrays[f"bias_ih_{suffix}"], kind, torch_order, keras_order, axis=0)
-            b_hh = _reorder(arrays[f"bias_hh_{suffix}"], kind, torch_order, keras_order, axis=0)
+            b_ih = _reorder(arrays[f"bias_ih_{suffix}"], torch_order, keras_order, axis=0)
+            b_hh = _reorder(arrays[f"bias_hh_{suffix}"], torch_order, keras_order, axis=0)
             weights.append(np.stack([b_ih, b_hh]) if kind == "gru" else b_ih + b_hh)
         return [np.ascontiguousarray(w) for w in weights]
 

@@ -28,7 +28,6 @@ import numpy as np
 from rnnparity.activations import activations_for
 from rnnparity.layout import weight_shapes
 
-KINDS = ("lstm", "gru", "simple_rnn")
 MASK_MODES = ("none", "right_padded", "scattered", "scattered_zero_output")
 
 

@@ -41,6 +41,27 @@ def _flatten(value: Any) -> list[np.ndarray]:
     return list(value) if isinstance(value, (tuple, list)) else [value]
 
 
+def twin_for(
+    case: Case,
+    *,
+    backend: str | None = None,
+    weights: list[np.ndarray] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> RecurrentLayer:
+    """The twin of ``case``'s layer with its seeded weights (or ``weights``) loaded.
+
+    With ``backend`` given, the twin emulates that Keras backend and its activations are
+    resolved for it (:func:`keras_adapter.twin_activations`); without, it needs NumPy only.
+    ``overrides`` replace constructor arguments last.
+    """
+    kwargs: dict[str, Any] = {**case.layer_kwargs(), "keras_version": case.keras_version}
+    if backend is not None:
+        kwargs = keras_adapter.twin_activations({**kwargs, "backend": backend}, backend)
+    twin = TWIN_CLASS[case.kind](**{**kwargs, **(overrides or {})})
+    twin.set_weights(make_data(case).weights if weights is None else weights)
+    return twin
+
+
 def run_case(
     case: Case,
     handle: keras_adapter.KerasHandle,
@@ -56,17 +77,10 @@ def run_case(
         raise ValueError(f"case {case.case_id} is for Keras {case.keras_version}; got {handle.describe()}")
     data = make_data(case)
     checksums = data_checksums(data)
-    kwargs = case.layer_kwargs()
-    twin_kwargs: dict[str, Any] = {**kwargs, "keras_version": case.keras_version, "backend": handle.backend}
-    for name in ("activation", "recurrent_activation"):
-        if name in twin_kwargs:
-            twin_kwargs[name] = keras_adapter.twin_activation(twin_kwargs[name], handle.backend)
-    twin_kwargs.update(twin_overrides or {})
-    twin = TWIN_CLASS[case.kind](**twin_kwargs)
-    twin.set_weights(twin_weights(data.weights) if twin_weights else data.weights)
-
+    weights = twin_weights(data.weights) if twin_weights else data.weights
+    twin = twin_for(case, backend=handle.backend, weights=weights, overrides=twin_overrides)
     first = data.calls[0].inputs
-    layer = keras_adapter.build_layer(handle, case.kind, kwargs, first.shape, data.weights)
+    layer = keras_adapter.build_layer(handle, case.kind, case.layer_kwargs(), first.shape, data.weights)
 
     rtol, atol = tolerance_for(case.dtype, handle.backend)
     comparisons = []

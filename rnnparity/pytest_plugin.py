@@ -14,7 +14,6 @@ imports neither TensorFlow nor Keras.
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Callable
 from typing import Any
 
@@ -23,20 +22,13 @@ import pytest
 
 from rnnparity.compare import Comparison
 from rnnparity.compare import assert_parity as _assert_parity
-
-
-def _version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+from rnnparity.report import package_version, tensorflow_version
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    tensorflow = _version("tensorflow-cpu") or _version("tensorflow")
     return (
-        f"rnnparity {_version('rnnparity')}: numpy {np.__version__}, tensorflow {tensorflow}, "
-        f"keras {_version('keras')}, tf-keras {_version('tf-keras')}"
+        f"rnnparity {package_version('rnnparity')}: numpy {np.__version__}, tensorflow {tensorflow_version()}, "
+        f"keras {package_version('keras')}, tf-keras {package_version('tf-keras')}"
     )
 
 

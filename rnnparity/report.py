@@ -23,7 +23,7 @@ import numpy as np
 
 import rnnparity
 from rnnparity import known_differences
-from rnnparity.compare import tolerances
+from rnnparity.compare import compare_arrays
 from rnnparity.matrix import CaseData
 
 FORMAT = "rnnparity-check-report"
@@ -66,21 +66,26 @@ def sample(outputs: Sequence[np.ndarray], size: int = SAMPLE_SIZE) -> dict[str, 
     return {"total": int(flat.size), "indices": indices.tolist(), "values": [float(v) for v in flat[indices]]}
 
 
+def package_version(name: str) -> str | None:
+    """The installed version of distribution ``name`` (None when absent), without importing it."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def tensorflow_version() -> str | None:
+    return package_version("tensorflow-cpu") or package_version("tensorflow")
+
+
 def environment(handle: Any) -> dict[str, Any]:
     """Versions that decide the Keras numbers, for the report header."""
-
-    def version_of(name: str) -> str | None:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-
     env: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "numpy": np.__version__,
         "rnnparity": rnnparity.__version__,
-        "tensorflow": version_of("tensorflow-cpu") or version_of("tensorflow"),
+        "tensorflow": tensorflow_version(),
         "keras_package": handle.package,
         "keras_version": handle.version,
         "keras_major": handle.major,
@@ -241,12 +246,5 @@ def _sample_change(
         return math.inf, math.inf
     old = np.asarray(a["values"], dtype=np.float64)
     new = np.asarray(b["values"], dtype=np.float64)
-    if old.size == 0:
-        return 0.0, 0.0
-    rtol_, atol_ = tolerances(dtype, rtol, atol)
-    same = (np.isnan(old) & np.isnan(new)) | (old == new)
-    with np.errstate(invalid="ignore", over="ignore"):
-        change = np.where(same, 0.0, np.abs(new - old))
-        change = np.where(np.isnan(change), np.inf, change)
-        allowed = atol_ + rtol_ * np.where(np.isfinite(old), np.abs(old), 0.0)
-    return float(np.max(change)), float(np.max(change / allowed))
+    result = compare_arrays(old, new, dtype=dtype, rtol=rtol, atol=atol)
+    return result.max_abs, result.tolerance_used

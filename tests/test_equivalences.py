@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from rnnparity import GRU, LSTM, SimpleRNN, assert_parity, matrix
-from rnnparity.parity import TWIN_CLASS
+from rnnparity.parity import twin_for
 
 VARIANTS = [("lstm", True), ("gru", True), ("gru", False), ("simple_rnn", True)]
 GRID = list(itertools.product(VARIANTS, ("float32", "float64"), (2, 3)))
@@ -32,11 +32,8 @@ def _layer(kind: str, reset_after: bool, dtype: str, keras_version: int, seed: i
         seed=seed,
         recurrent_activation="hard_sigmoid" if seed % 2 else "sigmoid",
     )
-    config = {**case.layer_kwargs(), **kwargs}
-    layer = TWIN_CLASS[kind](**config, keras_version=keras_version)
     data = matrix.make_data(case)
-    layer.set_weights(data.weights)
-    return layer, data.calls[0].inputs, case
+    return twin_for(case, weights=data.weights, overrides=kwargs), data.calls[0].inputs, case
 
 
 @pytest.mark.parametrize(("variant", "dtype", "keras_version"), GRID, ids=IDS)

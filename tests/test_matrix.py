@@ -10,7 +10,7 @@ import pytest
 
 from rnnparity import matrix
 from rnnparity.compare import compare
-from rnnparity.parity import TWIN_CLASS
+from rnnparity.parity import twin_for
 
 
 def test_matrix_has_at_least_2000_cases_and_unique_ids() -> None:
@@ -103,11 +103,8 @@ def test_float32_cases_are_well_conditioned(chunk: int) -> None:
     tolerance, leaving the other half for Keras's own rounding."""
     for case in FLOAT32[chunk::8]:
         data = matrix.make_data(case)
-        kwargs = case.layer_kwargs()
-        low = TWIN_CLASS[case.kind](**kwargs, keras_version=case.keras_version)
-        high = TWIN_CLASS[case.kind](**{**kwargs, "dtype": "float64"}, keras_version=case.keras_version)
-        low.set_weights(data.weights)
-        high.set_weights(data.weights)
+        low = twin_for(case, weights=data.weights)
+        high = twin_for(case, weights=data.weights, overrides={"dtype": "float64"})
         for call in data.calls:
             if call.reset_before:
                 low.reset_state()
