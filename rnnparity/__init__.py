@@ -7,20 +7,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from rnnparity.bidirectional import Bidirectional
 from rnnparity.compare import assert_parity, compare
 from rnnparity.gru import GRU, GRUCell
 from rnnparity.lstm import LSTM, LSTMCell
+from rnnparity.rnn import RNN
 from rnnparity.simple_rnn import SimpleRNN, SimpleRNNCell
+from rnnparity.stacked import StackedRNNCells
 
 __version__ = "0.1.0"
 
 __all__ = [
     "GRU",
     "LSTM",
+    "RNN",
+    "Bidirectional",
     "GRUCell",
     "LSTMCell",
     "SimpleRNN",
     "SimpleRNNCell",
+    "StackedRNNCells",
     "assert_parity",
     "compare",
     "from_keras",

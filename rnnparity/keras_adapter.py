@@ -15,11 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from rnnparity.bidirectional import Bidirectional
 from rnnparity.gru import GRU, GRUCell
 from rnnparity.layout import KERAS_CLASS_NAME
 from rnnparity.lstm import LSTM, LSTMCell
-from rnnparity.rnn import Cell, RecurrentLayer
+from rnnparity.rnn import RNN, Cell, RecurrentLayer
 from rnnparity.simple_rnn import SimpleRNN, SimpleRNNCell
+from rnnparity.stacked import StackedRNNCells
 
 FLAVORS = ("keras3", "tf-keras")
 
@@ -136,21 +138,53 @@ def keras_major_of(obj: Any) -> int:
     raise TypeError(f"{type(obj).__module__}.{type(obj).__name__} is not a Keras layer from keras or tf_keras")
 
 
-def from_keras(layer: Any) -> RecurrentLayer | Cell:
+SUPPORTED_CLASSES = (*sorted(_LAYERS), "RNN", "Bidirectional", *sorted(_CELLS), "StackedRNNCells")
+
+
+def from_keras(layer: Any) -> Any:
     """A twin with the Keras layer's configuration and a copy of its weights.
 
-    Accepts ``LSTM``, ``GRU``, ``SimpleRNN`` and their cells from Keras 3 or Keras 2
-    (``tf_keras``/``tf.keras``). The twin emulates the Keras it came from
-    (``keras_version``), which decides the ``hard_sigmoid`` formula and the return types.
-    A stateful layer's carried states are copied too.
+    Accepts ``LSTM``, ``GRU``, ``SimpleRNN``, ``RNN`` around a supported cell,
+    ``Bidirectional`` around any of those, and the cells ``LSTMCell``, ``GRUCell``,
+    ``SimpleRNNCell``, ``StackedRNNCells``, from Keras 3 or Keras 2 (``tf_keras``/
+    ``tf.keras``). The twin emulates the Keras it came from (``keras_version``), which
+    decides the ``hard_sigmoid`` formula and the return types. A stateful layer's carried
+    states are copied too. Anything else raises ``TypeError`` naming the class (and, inside
+    a wrapper, where it sits).
     """
+    return _from_keras(layer, "")
+
+
+def _from_keras(layer: Any, where: str) -> Any:
     class_name = type(layer).__name__
-    if class_name not in _LAYERS and class_name not in _CELLS:
-        raise TypeError(f"from_keras supports {sorted(_LAYERS) + sorted(_CELLS)}; got {type(layer).__module__}.{class_name}")
+    inside = f" (in {where})" if where else ""
+    if class_name not in SUPPORTED_CLASSES:
+        raise TypeError(f"from_keras supports {list(SUPPORTED_CLASSES)}; got {type(layer).__module__}.{class_name}{inside}")
     major = keras_major_of(layer)
     if not getattr(layer, "built", False) or not layer.get_weights():
-        raise ValueError(f"the Keras {class_name} {layer.name!r} is not built yet; call it on an input (or build it) first")
-    _refuse_custom_activations(layer, class_name, major)
+        raise ValueError(
+            f"the Keras {class_name} {layer.name!r}{inside} is not built yet; call it on an input (or build it) first"
+        )
+    here = f"{where} > {class_name} {layer.name!r}" if where else f"{class_name} {layer.name!r}"
+    if class_name == "Bidirectional":
+        forward = _from_keras(layer.forward_layer, here)
+        backward = _from_keras(layer.backward_layer, here)
+        twin = Bidirectional(forward, merge_mode=layer.merge_mode, backward_layer=backward)
+        # The wrapper starts from a fresh copy of ``forward``; carry Keras's states over.
+        _copy_carried_states(layer.forward_layer, twin.forward_layer)
+        return twin
+    if class_name == "StackedRNNCells":
+        return StackedRNNCells([_from_keras(cell, here) for cell in layer.cells])
+    if class_name == "RNN":
+        cell = _from_keras(layer.cell, here)
+        config = dict(layer.get_config())
+        for key in ("cell", "dtype", "name", "trainable"):
+            config.pop(key, None)
+        rnn_twin = RNN(cell, backend=_backend_of(major), **config)
+        _copy_carried_states(layer, rnn_twin)
+        return rnn_twin
+
+    _refuse_custom_activations(layer, class_name, major, inside)
     config = dict(layer.get_config())
     config.pop("cell", None)
     dtype = config.pop("dtype", "float32")
@@ -160,21 +194,35 @@ def from_keras(layer: Any) -> RecurrentLayer | Cell:
     backend = _backend_of(major)
     config = twin_activations(config, backend)
     if class_name in _CELLS:
-        twin: RecurrentLayer | Cell = _CELLS[class_name](dtype=dtype, keras_version=major, **config)
-        twin.set_weights(layer.get_weights())
-        return twin
+        cell_twin = _CELLS[class_name](dtype=dtype, keras_version=major, **config)
+        cell_twin.set_weights(layer.get_weights())
+        return cell_twin
     layer_class: Any = _LAYERS[class_name]
     layer_twin: RecurrentLayer = layer_class(dtype=dtype, keras_version=major, backend=backend, **config)
     layer_twin.set_weights(layer.get_weights())
-    if layer_twin.stateful:
-        states = getattr(layer, "states", None)
-        if states is not None and all(s is not None for s in states):
-            values = [to_numpy(s) for s in states]
-            layer_twin.reset_state(values)
+    _copy_carried_states(layer, layer_twin)
     return layer_twin
 
 
-def _refuse_custom_activations(layer: Any, class_name: str, major: int) -> None:
+def flatten_nested(value: Any) -> list[Any]:
+    """The leaves of nested lists/tuples, in order (Keras's nested state structures)."""
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in flatten_nested(item)]
+    return [value]
+
+
+def _copy_carried_states(keras_layer: Any, twin: RecurrentLayer) -> None:
+    if not twin.stateful:
+        return
+    states = getattr(keras_layer, "states", None)
+    if states is None:
+        return
+    leaves = flatten_nested(states)
+    if leaves and all(s is not None for s in leaves):
+        twin.reset_state(twin.cell.pack_layer_states([to_numpy(s) for s in leaves]))
+
+
+def _refuse_custom_activations(layer: Any, class_name: str, major: int, inside: str = "") -> None:
     """Check the activations by function name *before* get_config, which would try to
     serialize (and warn about) a custom function."""
     from rnnparity.activations import activations_for
@@ -188,7 +236,7 @@ def _refuse_custom_activations(layer: Any, class_name: str, major: int) -> None:
         name = getattr(function, "__name__", None)
         if name not in known:
             raise ValueError(
-                f"{class_name} {layer.name!r} uses a custom {attribute} ({function!r}); from_keras handles named "
+                f"{class_name} {layer.name!r}{inside} uses a custom {attribute} ({function!r}); from_keras handles named "
                 f"Keras {major} activations only ({sorted(known)}) — build the twin directly with a NumPy callable"
             )
 
@@ -305,7 +353,8 @@ def call_cell(
 
 
 def layer_states(layer: Any) -> list[np.ndarray]:
-    return [to_numpy(s) for s in layer.states]
+    """A stateful Keras layer's carried states, flat (nested structures flattened)."""
+    return [to_numpy(s) for s in flatten_nested(layer.states)]
 
 
 def reset_layer_state(handle: KerasHandle, layer: Any) -> None:

@@ -182,6 +182,42 @@ class Cell:
     def state_size(self) -> int | list[int]:
         return self.units if self.n_states == 1 else [self.units] * self.n_states
 
+    # The time loop sees states as one flat list of (batch, size) arrays; these four describe
+    # that list and convert to and from the structure Keras takes and returns.
+    @property
+    def output_size(self) -> int:
+        return self.units
+
+    @property
+    def flat_state_sizes(self) -> list[int]:
+        return [self.units] * self.n_states
+
+    @property
+    def flat_state_names(self) -> list[str]:
+        return ["h", "c"][: self.n_states]
+
+    # Index in the flat states of the h that Keras's JAX loop repeats at a masked step.
+    output_state_index: ClassVar[int] = 0
+
+    def flatten_states(self, states: Any, argument: str) -> tuple[list[Any], Any]:
+        """``(flat list, structure)`` of states given as Keras takes them: a list/tuple of
+        arrays, or one array for a one-state cell. ``structure`` feeds :meth:`pack_states`."""
+        if isinstance(states, (list, tuple)):
+            return list(states), "list"
+        return [states], "single"
+
+    def pack_states(self, flat: list[np.ndarray], structure: Any = None) -> Any:
+        """The flat states in the structure Keras returns them in (a list by default)."""
+        return flat[0] if structure == "single" else list(flat)
+
+    def pack_layer_states(self, flat: list[np.ndarray], structure: Any = None) -> list[Any]:
+        """The states a layer returns after its output: ``output, *these``."""
+        return list(flat)
+
+    @property
+    def dropout_active(self) -> bool:
+        return bool(self.training_only_args.get("dropout") or self.training_only_args.get("recurrent_dropout"))
+
     def _weight_shapes(self, input_dim: int) -> list[tuple[int, ...]]:
         return weight_shapes(self.kind, self.units, input_dim, self.use_bias, getattr(self, "reset_after", True))
 
@@ -208,6 +244,11 @@ class Cell:
         self.kernel, self.recurrent_kernel = arrays[0], arrays[1]
         self.bias = arrays[2] if self.use_bias else None
         self._prepare()
+
+    @property
+    def weight_count(self) -> int:
+        """How many arrays set_weights takes: kernel, recurrent_kernel (and bias)."""
+        return 3 if self.use_bias else 2
 
     def get_weights(self) -> list[np.ndarray]:
         self._require_built()
@@ -250,14 +291,11 @@ class Cell:
         x = _as_float_array(inputs, self.dtype, "inputs")
         if x.ndim != 2 or x.shape[1] != self.input_dim:
             raise ValueError(f"inputs must have shape (batch, {self.input_dim}); got {x.shape}")
-        single = not isinstance(states, (list, tuple))
-        state_list = [states] if single else list(states)
-        if single and self.n_states != 1:
-            raise ValueError(f"{type(self).__name__} has {self.n_states} states (h, c); got a single array")
+        state_list, structure = self.flatten_states(states, "states")
         checked = _check_states(state_list, self, x.shape[0], "states")
         with np.errstate(over="ignore", invalid="ignore"):
             output, new_states = self.recurrent_step(self.input_projection(x), checked)
-        return output, (new_states[0] if single else new_states)
+        return output, self.pack_states(new_states, structure)
 
     def get_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"units": self.units, "activation": self.activation_name}
@@ -301,17 +339,15 @@ def _dtype_config(dtype: np.dtype, keras_version: int) -> Any:
 
 
 def _check_states(states: list[Any], cell: Cell, batch: int, argument: str) -> list[np.ndarray]:
-    names = ["h", "c"][: cell.n_states]
-    if len(states) != cell.n_states:
-        raise ValueError(
-            f"{argument} must hold {cell.n_states} array(s) {names} for {type(cell).__name__.removesuffix('Cell')}; "
-            f"got {len(states)}"
-        )
+    """``states`` (flat) as arrays of ``cell``'s dtype, each checked against its shape."""
+    names = cell.flat_state_names
+    if len(states) != len(names):
+        raise ValueError(f"{argument} must hold {len(names)} array(s) {names} for {cell._describe()}; got {len(states)}")
     checked = []
-    for name, state in zip(names, states):
+    for name, size, state in zip(names, cell.flat_state_sizes, states):
         array = _as_float_array(state, cell.dtype, f"{argument} ({name})")
-        if array.shape != (batch, cell.units):
-            raise ValueError(f"{argument} ({name}) must have shape {(batch, cell.units)}; got {array.shape}")
+        if array.shape != (batch, size):
+            raise ValueError(f"{argument} ({name}) must have shape {(batch, size)}; got {array.shape}")
         checked.append(array)
     return checked
 
@@ -337,9 +373,9 @@ def run_time_loop(
     repeats ``states[0]``, which equals the output at every later step).
     """
     timesteps, batch = x_proj.shape[0], x_proj.shape[1]
-    outputs = np.empty((timesteps, batch, cell.units), dtype=cell.dtype) if return_sequences else None
-    zeros = np.zeros((batch, cell.units), dtype=cell.dtype)
-    previous_output = states[0] if backend == "jax" else zeros
+    outputs = np.empty((timesteps, batch, cell.output_size), dtype=cell.dtype) if return_sequences else None
+    zeros = np.zeros((batch, cell.output_size), dtype=cell.dtype)
+    previous_output = states[cell.output_state_index] if backend == "jax" else zeros
     order = range(timesteps - 1, -1, -1) if go_backwards else range(timesteps)
     for k, t in enumerate(order):
         output, new_states = cell.recurrent_step(x_proj[t], states)
@@ -428,7 +464,7 @@ class RecurrentLayer:
             if self._states is not None:
                 self._states = [np.zeros_like(s) for s in self._states]
             return
-        state_list = list(states) if isinstance(states, (list, tuple)) else [states]
+        state_list, _ = self.cell.flatten_states(states, "states")
         batch = self._expected_batch_size
         if batch is None:
             first = np.asarray(state_list[0]) if state_list else np.zeros((0, 0))
@@ -450,7 +486,7 @@ class RecurrentLayer:
     ) -> LayerOutput:
         """Run the layer; returns exactly what the emulated Keras returns."""
         self.cell._require_built()
-        if training and (self.cell.training_only_args.get("dropout") or self.cell.training_only_args.get("recurrent_dropout")):
+        if training and self.cell.dropout_active:
             raise ValueError(
                 "training=True with dropout > 0 draws random masks that a twin cannot reproduce; call with training=False"
             )
@@ -463,13 +499,13 @@ class RecurrentLayer:
         timesteps, batch, input_dim = x.shape
         if input_dim != self.cell.input_dim:
             raise ValueError(
-                f"inputs have input_dim {input_dim} (last axis); the kernel expects {self.cell.input_dim} "
-                f"(kernel shape {self.cell.kernel.shape if self.cell.kernel is not None else None})"
+                f"inputs have input_dim {input_dim} (last axis); {self.cell._describe()} was given weights for "
+                f"input_dim {self.cell.input_dim}"
             )
         if timesteps == 0:
             raise ValueError(f"inputs have 0 timesteps (shape {tuple(np.shape(inputs))}); Keras refuses an empty sequence too")
         time_mask = self._check_mask(mask, batch, timesteps)
-        states = self._initial_states(initial_state, batch)
+        states, structure = self._initial_states(initial_state, batch)
 
         with np.errstate(over="ignore", invalid="ignore"):
             x_proj = self.cell.input_projection(x)
@@ -494,7 +530,7 @@ class RecurrentLayer:
             output = last_output
         if not self.return_state:
             return output
-        packed = [output, *final_states]
+        packed = [output, *self.cell.pack_layer_states(final_states, structure)]
         return tuple(packed) if self.keras_version == 3 else packed
 
     def _check_mask(self, mask: ArrayLike | None, batch: int, timesteps: int) -> np.ndarray | None:
@@ -510,7 +546,8 @@ class RecurrentLayer:
         boolean = array.astype(bool) if array.dtype.kind == "b" else array != 0
         return boolean if self.time_major else boolean.T
 
-    def _initial_states(self, initial_state: Any, batch: int) -> list[np.ndarray]:
+    def _initial_states(self, initial_state: Any, batch: int) -> tuple[list[np.ndarray], Any]:
+        """The flat states this call starts from, and the structure the result is packed in."""
         if self.stateful:
             if self._expected_batch_size is not None and batch != self._expected_batch_size:
                 raise ValueError(
@@ -518,16 +555,16 @@ class RecurrentLayer:
                     f"got inputs with batch size {batch} (call reset_state() does not change it; build a new layer)"
                 )
         if initial_state is not None:
-            state_list = list(initial_state) if isinstance(initial_state, (list, tuple)) else [initial_state]
+            state_list, structure = self.cell.flatten_states(initial_state, "initial_state")
             given = _check_states(state_list, self.cell, batch, "initial_state")
             if self.stateful and self._states is not None and self.keras_version == 2:
                 # Keras 2 uses the carried states instead whenever any of them is non-zero.
                 if any(np.count_nonzero(s) for s in self._states):
-                    return [s.copy() for s in self._states]
-            return given
+                    return [s.copy() for s in self._states], structure
+            return given, structure
         if self.stateful and self._states is not None:
-            return [s.copy() for s in self._states]
-        return [np.zeros((batch, self.units), dtype=self.dtype) for _ in range(self.cell.n_states)]
+            return [s.copy() for s in self._states], None
+        return [np.zeros((batch, size), dtype=self.dtype) for size in self.cell.flat_state_sizes], None
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict[str, Any]:
@@ -562,4 +599,74 @@ class RecurrentLayer:
             f"{type(self).__name__}(units={self.units}, keras_version={self.keras_version}, "
             f"dtype={self.dtype.name!r}, return_sequences={self.return_sequences}, "
             f"return_state={self.return_state})"
+        )
+
+
+_RNN_LAYER_ARGS = ("name", "trainable", "dtype", "input_shape", "batch_input_shape", "batch_size")
+
+
+class RNN(RecurrentLayer):
+    """NumPy twin of ``keras.layers.RNN(cell)``: the generic recurrent layer around a twin
+    cell, a :class:`~rnnparity.stacked.StackedRNNCells`, or a list of cells (stacked, as
+    Keras does). Returns ``output`` or ``output, *states`` with the cell's state structure
+    (nested per cell for a stack)."""
+
+    def __init__(
+        self,
+        cell: Any,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        go_backwards: bool = False,
+        stateful: bool = False,
+        unroll: bool = False,
+        zero_output_for_mask: bool = False,
+        time_major: bool = False,
+        backend: str = "tensorflow",
+        **layer_args: Any,
+    ) -> None:
+        if isinstance(cell, (list, tuple)):
+            from rnnparity.stacked import StackedRNNCells
+
+            cell = StackedRNNCells(cell)
+        if not isinstance(cell, Cell):
+            raise TypeError(
+                "cell must be an rnnparity cell (LSTMCell, GRUCell, SimpleRNNCell, StackedRNNCells) or a list of them; "
+                f"got {type(cell).__name__}"
+            )
+        unknown = sorted(set(layer_args) - set(_RNN_LAYER_ARGS))
+        if unknown:
+            raise TypeError(f"RNN got unexpected keyword argument(s) {unknown}; it also accepts {list(_RNN_LAYER_ARGS)}")
+        if layer_args.get("dtype") is not None and _check_dtype(layer_args["dtype"]) != cell.dtype:
+            raise ValueError(
+                f"dtype={layer_args['dtype']!r} differs from the cell's dtype {cell.dtype.name!r}; set it on the cell"
+            )
+        self.unroll = _check_bool(unroll, "unroll")
+        self.layer_args = layer_args
+        super().__init__(cell, return_sequences, return_state, go_backwards, stateful, zero_output_for_mask, time_major, backend)
+
+    def get_config(self) -> dict[str, Any]:
+        """The Keras ``RNN.get_config()`` keys of the emulated version, with the cell nested."""
+        config: dict[str, Any] = {
+            "name": self.layer_args.get("name"),
+            "trainable": self.layer_args.get("trainable", True),
+            "dtype": _dtype_config(self.dtype, self.keras_version),
+            "return_sequences": self.return_sequences,
+            "return_state": self.return_state,
+            "go_backwards": self.go_backwards,
+            "stateful": self.stateful,
+            "unroll": self.unroll,
+        }
+        if self.keras_version == 3:
+            config["zero_output_for_mask"] = self.zero_output_for_mask
+        else:
+            config["time_major"] = self.time_major
+            if self.zero_output_for_mask:
+                config["zero_output_for_mask"] = True
+        config["cell"] = {"class_name": type(self.cell).__name__, "config": self.cell.get_config()}
+        return config
+
+    def __repr__(self) -> str:
+        return (
+            f"RNN({self.cell._describe()}, keras_version={self.keras_version}, dtype={self.dtype.name!r}, "
+            f"return_sequences={self.return_sequences}, return_state={self.return_state})"
         )
