@@ -18,7 +18,10 @@ What Keras does, and the twin with it:
 * with ``return_state`` the result is ``output, *forward_states, *backward_states``
   (``output, h_fwd, c_fwd, h_bwd, c_bwd`` for LSTM); with ``merge_mode=None`` the output
   itself is two items, ``y, y_rev``;
-* weights are the forward layer's followed by the backward layer's.
+* weights are the forward layer's followed by the backward layer's;
+* the wrapper has a dtype of its own (Keras's default float32 unless given). When it
+  differs from the wrapped layers', Keras casts floating inputs to it first (Keras 3 also
+  the initial states), and Keras 3 casts the merged outputs to it (not the states).
 """
 
 from __future__ import annotations
@@ -29,9 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from rnnparity.rnn import ArrayLike, LayerOutput, RecurrentLayer
+from rnnparity.rnn import ArrayLike, LayerOutput, RecurrentLayer, _as_float_array, _check_dtype
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+
+
+def _cast_nested(value: Any, dtype: np.dtype) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_cast_nested(item, dtype) for item in value]
+    return _as_float_array(value, dtype, "initial_state")
 
 
 def _fresh_copy(layer: RecurrentLayer) -> RecurrentLayer:
@@ -49,6 +58,7 @@ class Bidirectional:
         layer: RecurrentLayer,
         merge_mode: str | None = "concat",
         backward_layer: RecurrentLayer | None = None,
+        dtype: Any = "float32",
     ) -> None:
         if not isinstance(layer, RecurrentLayer):
             raise TypeError(f"layer must be an rnnparity recurrent layer (LSTM, GRU, SimpleRNN, RNN); got {type(layer).__name__}")
@@ -56,6 +66,7 @@ class Bidirectional:
             raise ValueError(f"merge_mode must be one of {MERGE_MODES}; got {merge_mode!r}")
         self.keras_version = layer.keras_version
         self.merge_mode = merge_mode
+        self.dtype = _check_dtype(dtype)
         self.forward_layer = _fresh_copy(layer)
         if backward_layer is None:
             self.backward_layer = _fresh_copy(layer)
@@ -78,7 +89,7 @@ class Bidirectional:
                 f"{forward.go_backwards} for both"
                 + (" (in Keras 3 the backward copy always has go_backwards=True)" if self.keras_version == 3 else "")
             )
-        for name in ("stateful", "return_sequences", "return_state", "keras_version", "dtype", "time_major"):
+        for name in ("stateful", "return_sequences", "return_state", "keras_version", "time_major"):
             if getattr(forward, name) != getattr(backward, name):
                 raise ValueError(
                     f"the forward and backward layers must have the same {name}; got {getattr(forward, name)!r} "
@@ -97,10 +108,6 @@ class Bidirectional:
     @property
     def stateful(self) -> bool:
         return self.forward_layer.stateful
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.forward_layer.dtype
 
     @property
     def built(self) -> bool:
@@ -163,6 +170,10 @@ class Bidirectional:
         training: bool | None = None,
     ) -> LayerOutput:
         forward_state = backward_state = None
+        if self.dtype != self.forward_layer.dtype:
+            inputs = _as_float_array(inputs, self.dtype, "inputs")
+            if initial_state is not None and self.keras_version == 3:
+                initial_state = _cast_nested(initial_state, self.dtype)
         if initial_state is not None:
             forward_state, backward_state = self._halves(initial_state, "initial_state")
         y = self.forward_layer(inputs, initial_state=forward_state, mask=mask, training=training)
@@ -173,6 +184,8 @@ class Bidirectional:
             states = [*y[1:], *y_rev[1:]]
             y, y_rev = y[0], y_rev[0]
         assert isinstance(y, np.ndarray) and isinstance(y_rev, np.ndarray)
+        if self.keras_version == 3:
+            y, y_rev = y.astype(self.dtype, copy=False), y_rev.astype(self.dtype, copy=False)
         if self.return_sequences:
             time_axis = 0 if self.forward_layer.time_major else 1
             y_rev = np.flip(y_rev, axis=time_axis)

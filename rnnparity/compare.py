@@ -8,6 +8,7 @@ floor also covers TensorFlow flushing subnormal values to zero.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,28 +61,26 @@ def compare(
     atol: float | None = None,
     context: str = "",
     check_container: bool = True,
+    names: Sequence[str] | None = None,
 ) -> Comparison:
     """Compare Keras's result with the twin's: container type, length, shapes, then values.
 
-    ``keras`` and ``twin`` are an array, or a tuple/list of arrays (``output, h[, c]``).
-    ``dtype`` selects default tolerances (the Keras result's dtype when omitted). The
-    returned message describes the first failing array, or the closest call on success.
+    ``keras`` and ``twin`` are an array, or tuples/lists of arrays, nested as Keras nests
+    them (``output, h[, c]``; per-cell state lists of a stack). ``dtype`` selects default
+    tolerances (the Keras result's dtype when omitted). ``names`` labels the top-level items
+    in messages (default ``output, h, c``). The returned message describes the first
+    failing array, or the closest one on success.
     """
-    k_kind, k_items = _structure(keras)
-    t_kind, t_items = _structure(twin)
     prefix = f"[{context}] " if context else ""
-    if (check_container and k_kind != t_kind) or len(k_items) != len(t_items):
-        return Comparison(
-            False,
-            np.inf,
-            np.inf,
-            f"{prefix}structure differs: keras returns {k_kind} of {len(k_items)}, twin {t_kind} of {len(t_items)}",
-            np.inf,
-        )
-    names = ["output", "h", "c"] if len(k_items) > 1 else ["output"]
+    _, k_items = _structure(keras)
+    if names is None:
+        names = ["output", "h", "c"] if len(k_items) > 1 else ["output"]
+    pairs: list[tuple[str, Any, Any]] = []
+    problem = _pair_leaves(keras, twin, "", list(names), check_container, pairs)
+    if problem:
+        return Comparison(False, np.inf, np.inf, f"{prefix}structure differs: {problem}", np.inf)
     results = []
-    for index, (k_value, t_value) in enumerate(zip(k_items, t_items)):
-        name = names[index] if index < len(names) else f"item {index}"
+    for name, k_value, t_value in pairs:
         result = compare_arrays(
             np.asarray(k_value), np.asarray(t_value), dtype=dtype, rtol=rtol, atol=atol, context=f"{context} {name}".strip()
         )
@@ -98,6 +97,30 @@ def compare(
         closest.message,
         closest.tolerance_used,
     )
+
+
+def _pair_leaves(
+    keras: Any, twin: Any, path: str, names: list[str], check_container: bool, pairs: list[tuple[str, Any, Any]]
+) -> str:
+    """Collect ``(name, keras_leaf, twin_leaf)``; return a description of the first structural
+    difference, or an empty string."""
+    k_kind, k_items = _structure(keras)
+    t_kind, t_items = _structure(twin)
+    where = f" at {path}" if path else ""
+    if (check_container and k_kind != t_kind) or len(k_items) != len(t_items) or (k_kind == "array") != (t_kind == "array"):
+        return f"keras returns {k_kind} of {len(k_items)}{where}, twin {t_kind} of {len(t_items)}"
+    if k_kind == "array":
+        pairs.append((path or (names[0] if names else "output"), keras, twin))
+        return ""
+    for index, (k_item, t_item) in enumerate(zip(k_items, t_items)):
+        if path:
+            name = f"{path}[{index}]"
+        else:
+            name = names[index] if index < len(names) else f"item {index}"
+        problem = _pair_leaves(k_item, t_item, name, names, check_container, pairs)
+        if problem:
+            return problem
+    return ""
 
 
 def compare_arrays(
@@ -149,11 +172,14 @@ def assert_parity(
     atol: float | None = None,
     context: str = "",
     check_container: bool = True,
+    names: Sequence[str] | None = None,
 ) -> Comparison:
     """Raise ``AssertionError`` with the full message unless ``twin`` matches ``keras``.
 
     ``check_container=False`` compares a tuple with a list of the same arrays."""
-    result = compare(keras, twin, dtype=dtype, rtol=rtol, atol=atol, context=context, check_container=check_container)
+    result = compare(
+        keras, twin, dtype=dtype, rtol=rtol, atol=atol, context=context, check_container=check_container, names=names
+    )
     if not result.ok:
         raise AssertionError(result.message)
     return result

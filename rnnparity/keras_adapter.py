@@ -169,7 +169,7 @@ def _from_keras(layer: Any, where: str) -> Any:
     if class_name == "Bidirectional":
         forward = _from_keras(layer.forward_layer, here)
         backward = _from_keras(layer.backward_layer, here)
-        twin = Bidirectional(forward, merge_mode=layer.merge_mode, backward_layer=backward)
+        twin = Bidirectional(forward, merge_mode=layer.merge_mode, backward_layer=backward, dtype=_dtype_of(layer))
         # The wrapper starts from a fresh copy of ``forward``; carry Keras's states over.
         _copy_carried_states(layer.forward_layer, twin.forward_layer)
         return twin
@@ -187,10 +187,8 @@ def _from_keras(layer: Any, where: str) -> Any:
     _refuse_custom_activations(layer, class_name, major, inside)
     config = dict(layer.get_config())
     config.pop("cell", None)
-    dtype = config.pop("dtype", "float32")
-    policy = getattr(layer, "dtype_policy", None)
-    if policy is not None and getattr(policy, "name", None):
-        dtype = policy.name
+    config.pop("dtype", None)
+    dtype = _dtype_of(layer)
     backend = _backend_of(major)
     config = twin_activations(config, backend)
     if class_name in _CELLS:
@@ -202,6 +200,13 @@ def _from_keras(layer: Any, where: str) -> Any:
     layer_twin.set_weights(layer.get_weights())
     _copy_carried_states(layer, layer_twin)
     return layer_twin
+
+
+def _dtype_of(layer: Any) -> str:
+    policy = getattr(layer, "dtype_policy", None)
+    if policy is not None and getattr(policy, "name", None):
+        return str(policy.name)
+    return str(getattr(layer, "dtype", None) or "float32")
 
 
 def flatten_nested(value: Any) -> list[Any]:
@@ -307,49 +312,45 @@ def build_layer(
     return layer
 
 
+def nested_to_numpy(value: Any) -> Any:
+    """Keras results as NumPy, keeping Keras's (possibly nested) tuples and lists."""
+    if isinstance(value, tuple):
+        return tuple(nested_to_numpy(v) for v in value)
+    if isinstance(value, list):
+        return [nested_to_numpy(v) for v in value]
+    return to_numpy(value)
+
+
+def _to_keras_tensors(handle: KerasHandle, value: Any) -> Any:
+    """NumPy arrays (possibly nested in lists) as tensors Keras 2 accepts; Keras 3 takes NumPy."""
+    if handle.major != 2:
+        return list(value) if isinstance(value, tuple) else value
+    import tensorflow as tf
+
+    return tf.nest.map_structure(tf.constant, value)
+
+
 def call_layer(
     handle: KerasHandle,
     layer: Any,
     inputs: np.ndarray,
-    initial_state: list[np.ndarray] | None = None,
+    initial_state: Any = None,
     mask: np.ndarray | None = None,
 ) -> Any:
-    """Call a Keras layer; returns an ndarray, or a tuple/list of ndarrays as Keras packed it."""
+    """Call a Keras layer; returns an ndarray, or tuples/lists of ndarrays as Keras packed them.
+    ``initial_state`` may be nested (the per-cell states of a stack)."""
     kwargs: dict[str, Any] = {}
-    if handle.major == 2:
-        import tensorflow as tf
-
-        if initial_state is not None:
-            kwargs["initial_state"] = [tf.constant(s) for s in initial_state]
-        if mask is not None:
-            kwargs["mask"] = tf.constant(mask)
-        result = layer(tf.constant(inputs), **kwargs)
-    else:
-        if initial_state is not None:
-            kwargs["initial_state"] = list(initial_state)
-        if mask is not None:
-            kwargs["mask"] = mask
-        result = layer(inputs, **kwargs)
-    if isinstance(result, tuple):
-        return tuple(to_numpy(r) for r in result)
-    if isinstance(result, list):
-        return [to_numpy(r) for r in result]
-    return to_numpy(result)
+    if initial_state is not None:
+        kwargs["initial_state"] = _to_keras_tensors(handle, initial_state)
+    if mask is not None:
+        kwargs["mask"] = _to_keras_tensors(handle, mask)
+    return nested_to_numpy(layer(_to_keras_tensors(handle, inputs), **kwargs))
 
 
-def call_cell(
-    handle: KerasHandle, cell: Any, inputs: np.ndarray, states: list[np.ndarray]
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """One step of a Keras cell; returns ``(output, new_states)`` as NumPy arrays."""
-    if handle.major == 2:
-        import tensorflow as tf
-
-        output, new_states = cell(tf.constant(inputs), [tf.constant(s) for s in states])
-    else:
-        output, new_states = cell(inputs, list(states))
-    if not isinstance(new_states, (list, tuple)):
-        new_states = [new_states]
-    return to_numpy(output), [to_numpy(s) for s in new_states]
+def call_cell(handle: KerasHandle, cell: Any, inputs: np.ndarray, states: Any) -> tuple[np.ndarray, Any]:
+    """One step of a Keras cell; returns ``(output, new_states)`` as NumPy, states in Keras's structure."""
+    output, new_states = cell(_to_keras_tensors(handle, inputs), _to_keras_tensors(handle, states))
+    return to_numpy(output), nested_to_numpy(new_states)
 
 
 def layer_states(layer: Any) -> list[np.ndarray]:

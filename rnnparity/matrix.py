@@ -140,15 +140,8 @@ def make_data(case: Case) -> CaseData:
     """Seeded weights, inputs, masks and initial states for ``case``, in ``case.dtype``."""
     rng = np.random.default_rng(case.seed)
     dtype = np.dtype(case.dtype)
-    shapes = weight_shapes(case.kind, case.units, case.input_dim, case.use_bias, case.reset_after)
-    kernel = rng.uniform(-1, 1, shapes[0]) * (1.6 / np.sqrt(case.input_dim))
-    recurrent = rng.uniform(-1, 1, shapes[1]) * (1.3 / np.sqrt(case.units))
-    weights = [kernel, recurrent]
-    if case.use_bias:
-        weights.append(rng.uniform(-1, 1, shapes[2]))
-    weights = [w.astype(dtype) for w in weights]
+    weights = random_weights(rng, case.kind, case.units, case.input_dim, case.use_bias, case.reset_after, dtype)
 
-    n_states = 2 if case.kind == "lstm" else 1
     calls = []
     # A stateful layer is called three times: the second call passes initial_state again
     # (Keras 2 ignores it once the carried state is non-zero, Keras 3 uses it), then the
@@ -159,9 +152,7 @@ def make_data(case: Case) -> CaseData:
         mask = _make_mask(rng, case)
         init = None
         if case.initial_state and with_init:
-            init = [rng.uniform(-0.9, 0.9, (case.batch, case.units)).astype(dtype)]
-            if n_states == 2:
-                init.append(rng.normal(0.0, 1.0, (case.batch, case.units)).astype(dtype))
+            init = random_states(rng, case.kind, case.batch, case.units, dtype)
         if case.time_major:
             x = np.ascontiguousarray(x.transpose(1, 0, 2))
             mask = None if mask is None else np.ascontiguousarray(mask.T)
@@ -169,11 +160,45 @@ def make_data(case: Case) -> CaseData:
     return CaseData(weights, calls)
 
 
+def random_weights(
+    rng: np.random.Generator,
+    kind: str,
+    units: int,
+    input_dim: int,
+    use_bias: bool = True,
+    reset_after: bool = True,
+    dtype: Any = "float32",
+) -> list[np.ndarray]:
+    """Random Keras-layout weights whose scale drives the gates into their non-linear range:
+    kernel and recurrent kernel uniform, scaled by 1.6/sqrt(input_dim) and 1.3/sqrt(units);
+    bias uniform in [-1, 1]. Never constant: constant weights hide gate-order bugs."""
+    shapes = weight_shapes(kind, units, input_dim, use_bias, reset_after)
+    kernel = rng.uniform(-1, 1, shapes[0]) * (1.6 / np.sqrt(input_dim))
+    recurrent = rng.uniform(-1, 1, shapes[1]) * (1.3 / np.sqrt(units))
+    weights = [kernel, recurrent]
+    if use_bias:
+        weights.append(rng.uniform(-1, 1, shapes[2]))
+    return [w.astype(dtype) for w in weights]
+
+
+def random_states(rng: np.random.Generator, kind: str, batch: int, units: int, dtype: Any = "float32") -> list[np.ndarray]:
+    """Random initial states: ``h`` in (-0.9, 0.9) and, for LSTM, ``c`` standard normal."""
+    states = [rng.uniform(-0.9, 0.9, (batch, units)).astype(dtype)]
+    if kind == "lstm":
+        states.append(rng.normal(0.0, 1.0, (batch, units)).astype(dtype))
+    return states
+
+
 def _make_mask(rng: np.random.Generator, case: Case) -> np.ndarray | None:
-    batch, timesteps = case.batch, case.timesteps
-    if case.mask == "none":
+    return random_mask(rng, case.mask, case.batch, case.timesteps)
+
+
+def random_mask(rng: np.random.Generator, style: str, batch: int, timesteps: int) -> np.ndarray | None:
+    """A ``(batch, timesteps)`` boolean mask: ``none``, ``right_padded`` (row 0 full length) or
+    ``random`` (row 0 starts masked, row 1 fully masked)."""
+    if style == "none":
         return None
-    if case.mask == "right_padded":
+    if style == "right_padded":
         lengths = rng.integers(1, timesteps + 1, size=batch)
         lengths[0] = timesteps
         return np.arange(timesteps)[None, :] < lengths[:, None]

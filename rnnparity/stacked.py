@@ -126,6 +126,16 @@ class StackedRNNCells(Cell):
         return flat, structure
 
     def pack_states(self, flat: list[np.ndarray], structure: Any = None) -> list[Any]:
+        """Per-cell states after one step of the stack. Keras 3 keeps the structure it was
+        given; Keras 2's stack always returns a one-state cell's state as a bare array."""
+        return self._pack(flat, None if self.keras_version == 2 else structure)
+
+    def pack_layer_states(self, flat: list[np.ndarray], structure: Any = None) -> list[Any]:
+        """Per-cell states a layer returns: the structure of the given initial_state (both
+        Kerases), else the structure Keras creates (:meth:`_pack`)."""
+        return self._pack(flat, structure)
+
+    def _pack(self, flat: list[np.ndarray], structure: Any) -> list[Any]:
         if structure is None:
             # What Keras builds when it creates the states itself: a list per cell in Keras 3;
             # in Keras 2 a bare array for a one-state cell.
@@ -141,12 +151,14 @@ class StackedRNNCells(Cell):
         offset = 0
         for cell, entry_structure in zip(self.cells, structure):
             count = len(cell.flat_state_sizes)
-            packed.append(cell.pack_states(flat[offset : offset + count], entry_structure))
+            chunk = flat[offset : offset + count]
+            packed.append(
+                cell._pack(chunk, entry_structure)
+                if isinstance(cell, StackedRNNCells)
+                else cell.pack_states(chunk, entry_structure)
+            )
             offset += count
         return packed
-
-    def pack_layer_states(self, flat: list[np.ndarray], structure: Any = None) -> list[Any]:
-        return self.pack_states(flat, structure)
 
     # ------------------------------------------------------------------ weights
     def set_weights(self, weights: Sequence[ArrayLike]) -> None:
