@@ -1,4 +1,5 @@
-"""Command line: ``rnnparity check`` runs the parity matrix against the installed Keras."""
+"""Command line: ``check`` (the parity matrix against the installed Keras), ``diff`` (two
+reports), ``explain`` (the weight layout) and ``verify`` (a saved model, layer by layer)."""
 
 from __future__ import annotations
 
@@ -69,7 +70,96 @@ def _build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--reset-after", choices=["true", "false"], default="true", help="GRU only (default true)")
     explain.add_argument("--no-bias", action="store_true", help="use_bias=False")
     explain.add_argument("--format", choices=["text", "markdown", "json"], default="text")
+
+    verify = commands.add_parser(
+        "verify",
+        help="run a saved model and check every recurrent layer's twin against what Keras computed",
+        description="Load a .keras or .h5 model (safely: Lambda layers and unknown classes are refused before "
+        "loading), run it on a seeded random batch, and compare each recurrent layer's output and states with its "
+        "NumPy twin. Exit 0: parity holds; 1: a mismatch; 2: the file cannot be loaded or run.",
+    )
+    verify.add_argument("model", metavar="MODEL", help="a .keras archive or an .h5 file (routed by the Keras that wrote it)")
+    verify.add_argument(
+        "--timesteps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="length of inputs whose time axis has no fixed size (default 8)",
+    )
+    verify.add_argument(
+        "--batch-size", type=int, default=None, metavar="N", help="batch size when the model does not fix one (default 2)"
+    )
+    verify.add_argument("--seed", type=int, default=None, help="seed of the random inputs (default 0)")
+    verify.add_argument(
+        "--inputs",
+        metavar="FILE",
+        default=None,
+        help="use these inputs instead: .npy (one input) or .npz (by input name or in order)",
+    )
+    verify.add_argument("--json", dest="json_path", metavar="PATH", default=None, help="write the per-layer report as JSON")
+    verify.add_argument(
+        "--export",
+        metavar="DIR",
+        default=None,
+        help="write test vectors: per recurrent-layer call an .npz (input, mask, initial states, Keras-layout weights, "
+        "every output and state) and an index.json",
+    )
     return parser
+
+
+def run_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import json
+
+    from rnnparity import verify
+
+    for name in ("timesteps", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            err.write(f"rnnparity verify: --{name.replace('_', '-')} must be a positive integer; got {value}\n")
+            return EXIT_ERROR
+    if args.inputs and any(v is not None for v in (args.timesteps, args.batch_size, args.seed)):
+        err.write("rnnparity verify: --inputs gives the inputs; --timesteps, --batch-size and --seed shape random ones\n")
+        return EXIT_ERROR
+    try:
+        report = verify.verify(
+            args.model,
+            inputs_path=args.inputs,
+            batch_size=args.batch_size or verify.DEFAULT_BATCH_SIZE,
+            timesteps=args.timesteps or verify.DEFAULT_TIMESTEPS,
+            seed=verify.DEFAULT_SEED if args.seed is None else args.seed,
+            export_dir=args.export,
+        )
+    except verify.ModelFileError as exc:
+        err.write(f"rnnparity verify: {exc}\n")
+        return EXIT_ERROR
+    out.write(f"rnnparity {rnnparity.__version__} verify {report.model}\n")
+    out.write(f"Keras: {report.keras}\n")
+    described = ", ".join(f"{i['name']} {tuple(i['shape'])} {i['dtype']}" for i in report.inputs)
+    source = f"seed {report.seed}" if report.seed is not None else f"from {args.inputs}"
+    out.write(f"inputs ({source}): {described}\n\n")
+    if report.layers:
+        out.write(verify.format_table(report) + "\n")
+    else:
+        out.write("the model has no recurrent layers: nothing to verify\n")
+    for row in report.layers:
+        if row.status == "MISMATCH":
+            out.write(f"\n{row.name}: {row.detail}\n")
+    out.write(f"\n{report.other_layers} other layers run by Keras only (no twin needed).\n")
+    if args.export:
+        out.write(f"test vectors: {len(report.exports)} call(s) written to {args.export} (index.json)\n")
+    if args.json_path:
+        with open(args.json_path, "w") as handle:
+            json.dump(report.to_dict(), handle, indent=2)
+            handle.write("\n")
+    verified = [row for row in report.layers if row.status == "ok"]
+    if report.ok:
+        out.write(f"PARITY HOLDS for {len(verified)} recurrent layer(s)")
+        skipped = [row for row in report.layers if row.status != "ok"]
+        out.write(f"; {len(skipped)} not verified (listed above)\n" if skipped else "\n")
+        return EXIT_OK
+    mismatched = [row.name for row in report.layers if row.status == "MISMATCH"]
+    out.write(f"PARITY FAILS for {len(mismatched)} layer(s): {', '.join(mismatched)}\n")
+    return EXIT_MISMATCH
 
 
 def render_explain(data: dict[str, object], fmt: str) -> str:
@@ -323,6 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_diff(args, sys.stdout, sys.stderr)
     if args.command == "explain":
         return run_explain(args, sys.stdout, sys.stderr)
+    if args.command == "verify":
+        return run_verify(args, sys.stdout, sys.stderr)
     parser.error(f"unknown command {args.command!r}")
     return EXIT_ERROR
 

@@ -363,3 +363,38 @@ def reset_layer_state(handle: KerasHandle, layer: Any) -> None:
         layer.reset_state()
     else:
         layer.reset_states()
+
+
+def load_saved_model(handle: KerasHandle, path: str) -> Any:
+    """Load a whole saved model with ``compile=False`` and ``safe_mode=True`` (the caller
+    has already refused Lambda layers and unknown classes, see rnnparity.verify)."""
+    if handle.major == 3:
+        return handle.module.saving.load_model(path, compile=False, safe_mode=True)
+    return handle.module.models.load_model(path, compile=False, safe_mode=True)
+
+
+def op_class_names(handle: KerasHandle) -> set[str]:
+    """Keras 3's own operation classes (``NotEqual``, ``Add``, ...), which a functional model
+    stores as layers when built from ``keras.ops`` calls. Empty for Keras 2."""
+    if handle.major != 3:
+        return set()
+    import inspect
+    import pkgutil
+
+    try:
+        import keras.src.ops as ops_package
+        from keras.src.ops.operation import Operation
+    except ImportError:
+        return set()
+    names: set[str] = set()
+    for info in pkgutil.iter_modules(ops_package.__path__):
+        try:
+            module = importlib.import_module(f"keras.src.ops.{info.name}")
+        except ImportError:
+            continue
+        names.update(
+            name
+            for name, value in vars(module).items()
+            if inspect.isclass(value) and issubclass(value, Operation) and value.__module__.startswith("keras.")
+        )
+    return names
