@@ -391,3 +391,41 @@ def test_wrapper_parity_catches_deliberate_errors(flavor: str) -> None:
     reordered = rnnparity.RNN([_twin_cell(handle, k, u, o, "float32") for k, u, o in cells], return_sequences=True)
     reordered.set_weights(stack_weights[3:] + stack_weights[:3])  # same shapes, cells swapped
     assert not rnnparity.compare(stack_expected, reordered(x3)).ok
+
+
+# --------------------------------------------------------------------------- encoder-decoder
+@pytest.mark.parametrize(("flavor", "kind"), _all([("lstm",), ("gru",)], ["lstm", "gru"]))
+def test_encoder_decoder_step_by_step_equals_teacher_forced(flavor: str, kind: str) -> None:
+    """Encoder return_state -> decoder initial_state. Keras's teacher-forced decoder output
+    equals the twin decoder fed one timestep per call with its states carried."""
+    handle = keras_handle(flavor)
+    rng = _rng("encoder-decoder", kind)
+    batch, source_len, target_len, source_dim, target_dim, units = 3, 7, 5, 4, 6, 5
+    encoder_weights = random_weights(rng, kind, units, source_dim)
+    decoder_weights = random_weights(rng, kind, units, target_dim)
+    source = rng.normal(0.0, 1.5, (batch, source_len, source_dim)).astype(np.float32)
+    target = rng.normal(0.0, 1.5, (batch, target_len, target_dim)).astype(np.float32)
+    source_mask = random_mask(rng, "right_padded", batch, source_len)
+
+    layers = handle.module.layers
+    keras_encoder = getattr(layers, KERAS_LAYER[kind])(units, return_state=True)
+    keras_decoder = getattr(layers, KERAS_LAYER[kind])(units, return_sequences=True)
+    keras_encoder.build((batch, source_len, source_dim))
+    keras_decoder.build((batch, target_len, target_dim))
+    keras_encoder.set_weights(encoder_weights)
+    keras_decoder.set_weights(decoder_weights)
+    encoded = keras_adapter.call_layer(handle, keras_encoder, source, mask=source_mask)
+    teacher_forced = keras_adapter.call_layer(handle, keras_decoder, target, initial_state=list(encoded[1:]))
+
+    version = {"keras_version": handle.major, "backend": handle.backend}
+    encoder = TWIN_LAYER[kind](units, return_state=True, **version)
+    encoder.set_weights(encoder_weights)
+    decoder = TWIN_LAYER[kind](units, return_sequences=True, return_state=True, **version)
+    decoder.set_weights(decoder_weights)
+    _, *states = encoder(source, mask=source_mask)
+    assert_parity(list(encoded[1:]), states, check_container=False, context="encoder states")
+    steps = []
+    for t in range(target_len):
+        step_output, *states = decoder(target[:, t : t + 1], initial_state=states)
+        steps.append(step_output[:, 0])
+    assert_parity(teacher_forced, np.stack(steps, axis=1), context=f"{flavor} {kind} step-by-step decoder")
