@@ -4,6 +4,7 @@ reports), ``explain`` (the weight layout) and ``verify`` (a saved model, layer b
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -64,7 +65,11 @@ def _build_parser() -> argparse.ArgumentParser:
         help="exit 1 on any drift (default), or only on drift no known difference explains",
     )
     explain = commands.add_parser("explain", help="where each gate lives in kernel, recurrent_kernel and bias")
-    explain.add_argument("kind", choices=["lstm", "gru", "simple_rnn"])
+    explain.add_argument(
+        "kind",
+        metavar="KIND|MODEL",
+        help="lstm, gru or simple_rnn; or a saved .keras/.h5 model, to explain each of its recurrent layers",
+    )
     explain.add_argument("--units", type=int, default=4, help="units (default 4)")
     explain.add_argument("--input-dim", type=int, default=3, help="input dim (default 3)")
     explain.add_argument("--reset-after", choices=["true", "false"], default="true", help="GRU only (default true)")
@@ -194,15 +199,52 @@ def render_explain(data: dict[str, object], fmt: str) -> str:
     return "\n".join(lines)
 
 
+EXPLAIN_KINDS = ("lstm", "gru", "simple_rnn")
+
+
 def run_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from rnnparity.layout import explain_layout
 
+    if args.kind not in EXPLAIN_KINDS:
+        if not args.kind.endswith((".keras", ".h5", ".hdf5")) and not os.path.exists(args.kind):
+            err.write(f"rnnparity explain: expected one of {EXPLAIN_KINDS} or a saved model file; got {args.kind!r}\n")
+            return EXIT_ERROR
+        return _explain_model(args, out, err)
     try:
         data = explain_layout(args.kind, args.units, args.input_dim, args.reset_after == "true", not args.no_bias)
     except ValueError as exc:
         err.write(f"rnnparity explain: {exc}\n")
         return EXIT_ERROR
     out.write(render_explain(data, args.format) + "\n")
+    return EXIT_OK
+
+
+def _explain_model(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Explain every recurrent layer of a saved model (loaded as safely as ``verify`` does)."""
+    import json
+
+    from rnnparity import verify
+    from rnnparity.layout import explain_layout
+
+    try:
+        _, model = verify.load_model(verify.read_model_file(args.kind))
+    except verify.ModelFileError as exc:
+        err.write(f"rnnparity explain: {exc}\n")
+        return EXIT_ERROR
+    parts = verify.explained_cells(model)
+    if args.format == "json":
+        listing = [
+            {"layer": layer, "part": part, "explain": explain_layout(kind, units, input_dim, reset_after, use_bias)}
+            for layer, part, (kind, units, input_dim, reset_after, use_bias) in parts
+        ]
+        out.write(json.dumps({"model": args.kind, "layers": listing}, indent=2) + "\n")
+        return EXIT_OK
+    if not parts:
+        out.write(f"{args.kind}: no recurrent layers with a twin\n")
+    heading = "## " if args.format == "markdown" else ""
+    for layer, part, (kind, units, input_dim, reset_after, use_bias) in parts:
+        out.write(f"{heading}{layer}: {part}\n\n")
+        out.write(render_explain(explain_layout(kind, units, input_dim, reset_after, use_bias), args.format) + "\n\n")
     return EXIT_OK
 
 

@@ -507,6 +507,34 @@ def _twin_or_reason(layer: Any) -> Any:
         return str(exc)
 
 
+def explained_cells(model: Any) -> list[tuple[str, str, tuple[str, int, int, bool, bool]]]:
+    """For ``rnnparity explain MODEL``: per recurrent layer with a twin, each cell it runs,
+    as ``(layer name, which part, (kind, units, input_dim, reset_after, use_bias))``."""
+    from rnnparity.bidirectional import Bidirectional
+    from rnnparity.stacked import StackedRNNCells
+
+    found = []
+    for layer in _layers_of(model):
+        if not is_recurrent(layer) or _unsupported_reason(layer):
+            continue
+        twin = _twin_or_reason(layer)
+        if isinstance(twin, str):
+            continue
+        if isinstance(twin, Bidirectional):
+            wrapped = [("forward", twin.forward_layer), ("backward", twin.backward_layer)]
+        else:
+            wrapped = [("", twin)]
+        for direction, recurrent_layer in wrapped:
+            cell = recurrent_layer.cell
+            cells = list(enumerate(cell.cells)) if isinstance(cell, StackedRNNCells) else [(None, cell)]
+            for index, one in cells:
+                words = [type(layer).__name__, direction, "" if index is None else f"cell {index}"]
+                part = " ".join(w for w in [*words, type(one).__name__.removesuffix("Cell")] if w)
+                settings = (str(one.kind), int(one.units), int(one.input_dim or 0), bool(getattr(one, "reset_after", True)))
+                found.append((str(layer.name), part, (*settings, bool(one.use_bias))))
+    return found
+
+
 def verify(
     path: str,
     *,

@@ -290,3 +290,31 @@ def test_verify_weights_only_h5_exits_2(flavor: str, tmp_path: Path, capsys: pyt
     model.save_weights(str(path))
     code, _, err = _verify(capsys, str(path))
     assert code == 2 and "weights only" in err
+
+
+@pytest.mark.parametrize("flavor", [p for f in FLAVOR_MAJOR for p in flavor_params(f, [(f,)])])
+def test_explain_a_saved_model(flavor: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`rnnparity explain MODEL` explains every cell of every recurrent layer, with its real sizes."""
+    handle = keras_handle(flavor)
+    inputs = handle.module.Input((None, 3))
+    x = handle.module.layers.Bidirectional(handle.module.layers.GRU(4, reset_after=False, return_sequences=True))(inputs)
+    x = handle.module.layers.RNN([handle.module.layers.LSTMCell(5), handle.module.layers.SimpleRNNCell(2)], name="stack")(x)
+    path = _save(handle, handle.module.Model(inputs, x), tmp_path / "model.keras")
+    code = cli.main(["explain", str(path), "--format", "json"])
+    listing = json.loads(capsys.readouterr().out)
+    assert code == 0
+    parts = [(entry["layer"].split("_")[0], entry["part"]) for entry in listing["layers"]]
+    assert [p for _, p in parts] == [
+        "Bidirectional forward GRU",
+        "Bidirectional backward GRU",
+        "RNN cell 0 LSTM",
+        "RNN cell 1 SimpleRNN",
+    ]
+    sizes = [(e["explain"]["kind"], e["explain"]["units"], e["explain"]["input_dim"]) for e in listing["layers"]]
+    assert sizes == [("gru", 4, 3), ("gru", 4, 3), ("lstm", 5, 8), ("simple_rnn", 2, 5)]
+    assert listing["layers"][0]["explain"]["reset_after"] is False
+    code = cli.main(["explain", str(path)])
+    text = capsys.readouterr().out
+    assert code == 0 and "stack: RNN cell 0 LSTM" in text and "kernel (8, 20)" in text
+    code = cli.main(["explain", str(tmp_path / "absent.keras")])
+    assert code == 2 and "no such file" in capsys.readouterr().err
