@@ -318,3 +318,23 @@ def test_explain_a_saved_model(flavor: str, tmp_path: Path, capsys: pytest.Captu
     assert code == 0 and "stack: RNN cell 0 LSTM" in text and "kernel (8, 20)" in text
     code = cli.main(["explain", str(tmp_path / "absent.keras")])
     assert code == 2 and "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flavor", flavor_params("keras3", [("keras3",)]))
+def test_verify_command_line_entry_point(flavor: str, tmp_path: Path) -> None:
+    """The installed command itself, in a fresh process (Keras imported there, not here)."""
+    import subprocess
+    import sys
+
+    handle = keras_handle(flavor)
+    path = _save(handle, _stacked(handle.module), tmp_path / "model.keras")
+    done = subprocess.run(
+        [sys.executable, "-m", "rnnparity", "verify", str(path), "--timesteps", "4"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PARITY HOLDS for 3 recurrent layer(s)" in done.stdout and "(2, 4, 3)" in done.stdout
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"garbage")
+    done = subprocess.run([sys.executable, "-m", "rnnparity", "verify", str(broken)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines()[-1].startswith("rnnparity verify:")

@@ -429,3 +429,21 @@ def test_encoder_decoder_step_by_step_equals_teacher_forced(flavor: str, kind: s
         step_output, *states = decoder(target[:, t : t + 1], initial_state=states)
         steps.append(step_output[:, 0])
     assert_parity(teacher_forced, np.stack(steps, axis=1), context=f"{flavor} {kind} step-by-step decoder")
+
+
+@pytest.mark.parametrize("flavor", _all([()], ["unsupported"]))
+def test_from_keras_names_what_is_unsupported_and_where(flavor: str) -> None:
+    handle = keras_handle(flavor)
+    layers = handle.module.layers
+
+    def custom(x: Any) -> Any:
+        return x * 0.5
+
+    stack = layers.RNN(layers.StackedRNNCells([layers.GRUCell(2), layers.LSTMCell(2, activation=custom)]), name="outer")
+    stack.build((1, 3, 2))
+    with pytest.raises(ValueError, match=r"LSTMCell '.*' \(in RNN 'outer' > StackedRNNCells '.*'\) uses a custom activation"):
+        rnnparity.from_keras(stack)
+    conv = layers.ConvLSTM1D(2, 2)
+    conv.build((1, 3, 5, 1))
+    with pytest.raises(TypeError, match=r"from_keras supports .*; got .*ConvLSTM1D"):
+        rnnparity.from_keras(conv)
