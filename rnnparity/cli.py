@@ -75,6 +75,13 @@ def _build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--reset-after", choices=["true", "false"], default="true", help="GRU only (default true)")
     explain.add_argument("--no-bias", action="store_true", help="use_bias=False")
     explain.add_argument("--format", choices=["text", "markdown", "json"], default="text")
+    explain.add_argument(
+        "--plot",
+        metavar="PATH",
+        default=None,
+        help="also draw kernel, recurrent_kernel and bias as coloured gate blocks (PNG/SVG/PDF by suffix; needs "
+        "matplotlib, the [plot] extra); for a model, one file per cell: PATH's name plus -NN-<layer>",
+    )
 
     verify = commands.add_parser(
         "verify",
@@ -216,6 +223,24 @@ def run_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"rnnparity explain: {exc}\n")
         return EXIT_ERROR
     out.write(render_explain(data, args.format) + "\n")
+    return _plot(args, [(args.plot, data)], err)
+
+
+def _plot(args: argparse.Namespace, pictures: list[tuple[str, dict[str, object]]], err: TextIO) -> int:
+    if not args.plot:
+        return EXIT_OK
+    from rnnparity.plot import draw_layout
+
+    for path, data in pictures:
+        try:
+            draw_layout(data, path)
+        except ImportError as exc:
+            err.write(f"rnnparity explain: {exc}\n")
+            return EXIT_ERROR
+        except (OSError, ValueError) as exc:
+            err.write(f"rnnparity explain: cannot write --plot {path}: {exc}\n")
+            return EXIT_ERROR
+        err.write(f"picture written to {path}\n")
     return EXIT_OK
 
 
@@ -232,20 +257,26 @@ def _explain_model(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"rnnparity explain: {exc}\n")
         return EXIT_ERROR
     parts = verify.explained_cells(model)
+    pictures = []
+    if args.plot:
+        base, suffix = os.path.splitext(args.plot)
+        for number, (layer, _, settings) in enumerate(parts):
+            safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in layer)
+            pictures.append((f"{base}-{number:02d}-{safe}{suffix or '.png'}", explain_layout(*settings)))
     if args.format == "json":
         listing = [
             {"layer": layer, "part": part, "explain": explain_layout(kind, units, input_dim, reset_after, use_bias)}
             for layer, part, (kind, units, input_dim, reset_after, use_bias) in parts
         ]
         out.write(json.dumps({"model": args.kind, "layers": listing}, indent=2) + "\n")
-        return EXIT_OK
+        return _plot(args, pictures, err)
     if not parts:
         out.write(f"{args.kind}: no recurrent layers with a twin\n")
     heading = "## " if args.format == "markdown" else ""
     for layer, part, (kind, units, input_dim, reset_after, use_bias) in parts:
         out.write(f"{heading}{layer}: {part}\n\n")
         out.write(render_explain(explain_layout(kind, units, input_dim, reset_after, use_bias), args.format) + "\n\n")
-    return EXIT_OK
+    return _plot(args, pictures, err)
 
 
 def environment_lines(handle: KerasHandle) -> list[str]:

@@ -1,7 +1,8 @@
 """Generates docs/weight-layout.md from the same data ``rnnparity explain`` prints.
 
-Regenerate with ``python -m rnnparity.docs > docs/weight-layout.md``; a test fails when the
-committed page differs from what this module writes.
+Regenerate with ``python -m rnnparity.docs > docs/weight-layout.md`` and the pictures with
+``python -m rnnparity.docs --pictures docs`` (needs matplotlib); a test fails when the
+committed page differs from what this module writes, or a picture it names is missing.
 """
 
 from __future__ import annotations
@@ -35,10 +36,19 @@ TORCH = """## The same layers in PyTorch
 """
 
 
+PAGES = (("lstm", True), ("gru", True), ("gru", False), ("simple_rnn", True))
+
+
+def picture_name(kind: str, reset_after: bool) -> str:
+    """The file name of the picture for one section of the page (in docs/)."""
+    return f"weight-layout-{kind.replace('_', '-')}{'-reset-before' if kind == 'gru' and not reset_after else ''}.png"
+
+
 def weight_layout_markdown() -> str:
     parts = [INTRO]
-    for kind, reset_after in (("lstm", True), ("gru", True), ("gru", False), ("simple_rnn", True)):
+    for kind, reset_after in PAGES:
         parts.append(render_explain(explain_layout(kind, 4, 3, reset_after), "markdown") + "\n")
+        parts.append(f"![{kind} weight layout]({picture_name(kind, reset_after)})\n")
     table = TORCH
     notes = {
         "lstm": "`bias` -> `bias_ih`, `bias_hh` = 0 (back: their sum)",
@@ -59,5 +69,26 @@ def weight_layout_markdown() -> str:
     return "\n".join(parts)
 
 
+def write_pictures(directory: str) -> list[str]:
+    """Draw the page's pictures into ``directory`` (needs matplotlib)."""
+    import os
+
+    from rnnparity.plot import draw_layout
+
+    written = []
+    for kind, reset_after in PAGES:
+        path = os.path.join(directory, picture_name(kind, reset_after))
+        draw_layout(explain_layout(kind, 4, 3, reset_after), path)
+        written.append(path)
+    return written
+
+
 if __name__ == "__main__":
-    print(weight_layout_markdown(), end="")
+    import sys
+
+    if sys.argv[1:2] == ["--pictures"]:
+        # python -m rnnparity.docs --pictures docs
+        for written in write_pictures(sys.argv[2] if len(sys.argv) > 2 else "docs"):
+            print(written)
+    else:
+        print(weight_layout_markdown(), end="")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -109,3 +111,46 @@ def test_explain_command(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert "[:, 10:15]" in out and ("reset_after=False" in out or '"reset_after": false' in out)
     assert main(["explain", "lstm", "--units", "0"]) == 2
     assert "units and input_dim must be positive" in capsys.readouterr().err
+
+
+def test_docs_page_pictures_exist() -> None:
+    from rnnparity.docs import PAGES, picture_name, weight_layout_markdown
+
+    docs = pathlib.Path(__file__).resolve().parents[1] / "docs"
+    page = weight_layout_markdown()
+    for kind, reset_after in PAGES:
+        name = picture_name(kind, reset_after)
+        assert f"]({name})" in page
+        assert (docs / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", (
+            f"regenerate: python -m rnnparity.docs --pictures docs ({name})"
+        )
+
+
+@pytest.mark.parametrize(
+    ("kind", "reset_after", "use_bias"),
+    [("lstm", True, True), ("gru", True, True), ("gru", False, True), ("simple_rnn", True, False)],
+)
+def test_plot_draws_each_gate_block_where_the_layout_puts_it(
+    kind: str, reset_after: bool, use_bias: bool, tmp_path: pathlib.Path
+) -> None:
+    pytest.importorskip("matplotlib", reason="--plot needs the [plot] extra (CI installs it)")
+    from rnnparity.layout import GATE_ORDER, explain_layout, gate_slice
+    from rnnparity.plot import draw_layout
+
+    path = tmp_path / "layout.png"
+    drawn = draw_layout(explain_layout(kind, 5, 2, reset_after, use_bias), path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    weights = ["kernel", "recurrent_kernel", *(["bias"] if use_bias else [])]
+    expected = [(w, g, gate_slice(kind, g, 5).start, gate_slice(kind, g, 5).stop) for w in weights for g in GATE_ORDER[kind]]
+    assert drawn == expected
+
+
+def test_explain_plot_from_the_command_line(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib", reason="--plot needs the [plot] extra (CI installs it)")
+    from rnnparity import cli
+
+    path = tmp_path / "gru.svg"
+    assert cli.main(["explain", "gru", "--units", "3", "--plot", str(path)]) == 0
+    assert "z" in capsys.readouterr().out and path.read_text().lstrip().startswith("<?xml")
+    assert cli.main(["explain", "lstm", "--plot", str(tmp_path / "missing-dir" / "x.png")]) == 2
+    assert "cannot write --plot" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import zipfile
 from collections.abc import Callable
@@ -318,6 +319,10 @@ def test_explain_a_saved_model(flavor: str, tmp_path: Path, capsys: pytest.Captu
     assert code == 0 and "stack: RNN cell 0 LSTM" in text and "kernel (8, 20)" in text
     code = cli.main(["explain", str(tmp_path / "absent.keras")])
     assert code == 2 and "no such file" in capsys.readouterr().err
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert cli.main(["explain", str(path), "--plot", str(tmp_path / "cells.png")]) == 0
+        capsys.readouterr()
+        assert len(list(tmp_path.glob("cells-*.png"))) == 4
 
 
 @pytest.mark.parametrize("flavor", flavor_params("keras3", [("keras3",)]))
