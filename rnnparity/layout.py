@@ -252,12 +252,17 @@ def to_torch(layers: Any, as_tensors: bool = False) -> dict[str, Any]:
 
     ``layers`` is one twin (layer or cell), a list of them (``num_layers``), and any entry may
     be a ``(forward, backward)`` pair (``bidirectional=True``; the backward twin is the one
-    Keras's ``Bidirectional`` runs with ``go_backwards=True``). Keras's single LSTM/SimpleRNN
+    Keras's ``Bidirectional`` runs with ``go_backwards=True``) or a :class:`Bidirectional`
+    twin; an ``RNN`` over ``StackedRNNCells`` gives one PyTorch layer per cell. Keras's single LSTM/SimpleRNN
     bias becomes ``bias_ih`` with a zero ``bias_hh``; GRU's two bias rows map to the two.
     Configurations with no exact PyTorch equivalent raise ``ValueError`` saying why. Arrays
     are NumPy unless ``as_tensors=True``.
     """
     stack = list(layers) if isinstance(layers, list) else [layers]
+    if len(stack) == 1 and hasattr(getattr(stack[0], "cell", None), "cells"):
+        stack = list(stack[0].cell.cells)  # RNN(StackedRNNCells): one PyTorch layer per cell
+    # A Bidirectional twin is its (forward, backward) pair.
+    stack = [(e.forward_layer, e.backward_layer) if hasattr(e, "forward_layer") else e for e in stack]
     if not stack:
         raise ValueError("to_torch needs at least one layer")
     state: dict[str, Any] = {}

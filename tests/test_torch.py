@@ -136,3 +136,31 @@ def test_configurations_without_a_torch_equivalent_are_refused(make, reason: str
     with pytest.raises(ValueError, match="no exact PyTorch equivalent") as info:
         layout.to_torch(layer)
     assert reason in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
+def test_bidirectional_twin_and_stacked_cells_to_torch(kind: str) -> None:
+    """A Bidirectional twin (concat, return_sequences) converts to bidirectional=True, and an
+    RNN over StackedRNNCells to num_layers: torch's outputs equal the twins' outputs."""
+    import rnnparity
+
+    rng = np.random.default_rng(9)
+    x = rng.normal(0, 1.5, (2, 6, 3))
+    wrapped = rnnparity.Bidirectional(CLASSES[kind](4, dtype="float64", return_sequences=True), dtype="float64")
+    wrapped.set_weights(
+        matrix.random_weights(rng, kind, 4, 3, dtype="float64") + matrix.random_weights(rng, kind, 4, 3, dtype="float64")
+    )
+    module = _torch_module(kind, 3, 4, 1, True, "float64")
+    module.load_state_dict(layout.to_torch(wrapped, as_tensors=True))
+    torch_out, _ = module(torch.from_numpy(x))
+    assert_parity(torch_out.detach().numpy(), wrapped(x), context=f"{kind} bidirectional")
+
+    cell_class = {"lstm": rnnparity.LSTMCell, "gru": rnnparity.GRUCell, "simple_rnn": rnnparity.SimpleRNNCell}[kind]
+    stacked = rnnparity.RNN([cell_class(4, dtype="float64"), cell_class(4, dtype="float64")], return_sequences=True)
+    stacked.set_weights(
+        matrix.random_weights(rng, kind, 4, 3, dtype="float64") + matrix.random_weights(rng, kind, 4, 4, dtype="float64")
+    )
+    module = _torch_module(kind, 3, 4, 2, False, "float64")
+    module.load_state_dict(layout.to_torch(stacked, as_tensors=True))
+    torch_out, _ = module(torch.from_numpy(x))
+    assert_parity(torch_out.detach().numpy(), stacked(x), context=f"{kind} stacked cells")
