@@ -350,7 +350,7 @@ def run_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         try:
             result = parity.run_case(case, handle)
         except Exception as exc:
-            if expected is not None and expected.error_pattern in str(exc):
+            if expected is not None and expected.matches_error(exc):
                 known_failures.append(f"{case.case_id} ({expected.id})")
                 progress.update(done, len(failures))
                 continue
