@@ -260,9 +260,10 @@ def _explain_model(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     pictures = []
     if args.plot:
         base, suffix = os.path.splitext(args.plot)
+        from rnnparity.export import safe_filename
+
         for number, (layer, _, settings) in enumerate(parts):
-            safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in layer)
-            pictures.append((f"{base}-{number:02d}-{safe}{suffix or '.png'}", explain_layout(*settings)))
+            pictures.append((f"{base}-{number:02d}-{safe_filename(layer)}{suffix or '.png'}", explain_layout(*settings)))
     if args.format == "json":
         listing = [
             {"layer": layer, "part": part, "explain": explain_layout(kind, units, input_dim, reset_after, use_bias)}

@@ -18,28 +18,20 @@ from typing import Any
 
 import numpy as np
 
+from rnnparity.rnn import flatten_nested
+
 INDEX_FORMAT = "rnnparity-test-vectors/1"
-
-
-def _leaves(value: Any) -> list[Any]:
-    if isinstance(value, (list, tuple)):
-        return [leaf for item in value for leaf in _leaves(item)]
-    return [value]
 
 
 def weight_names(twin: Any) -> list[str]:
     """Names of ``twin.get_weights()`` entries, in order."""
     from rnnparity.bidirectional import Bidirectional
-    from rnnparity.stacked import StackedRNNCells
 
     if isinstance(twin, Bidirectional):
         return [f"forward.{n}" for n in weight_names(twin.forward_layer)] + [
             f"backward.{n}" for n in weight_names(twin.backward_layer)
         ]
-    cell = twin.cell
-    if isinstance(cell, StackedRNNCells):
-        return [f"cell{i}.{n}" for i, c in enumerate(cell.cells) for n in _cell_weight_names(c)]
-    return _cell_weight_names(cell)
+    return _cell_weight_names(twin.cell)
 
 
 def _cell_weight_names(cell: Any) -> list[str]:
@@ -71,7 +63,8 @@ def result_names(twin: Any) -> list[str]:
     return outputs + (state_names(twin) if twin.return_state else [])
 
 
-def _safe(name: str) -> str:
+def safe_filename(name: str) -> str:
+    """``name`` with every character outside ``[A-Za-z0-9_.-]`` replaced by ``_``."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
@@ -86,20 +79,20 @@ def export_vectors(directory: str, captures: list[Any], report: Any) -> list[dic
         if capture.mask is not None:
             arrays["mask"] = np.asarray(capture.mask, dtype=bool)
         if capture.initial_state is not None:
-            given = _leaves(capture.initial_state)
+            given = flatten_nested(capture.initial_state)
             names = state_names(twin)
             for index, state in enumerate(given):
                 label = names[index] if len(names) == len(given) else str(index)
                 arrays[f"initial_state.{label}"] = np.asarray(state)
         for name, weight in zip(weight_names(twin), capture.layer.get_weights()):
             arrays[name] = np.asarray(weight)
-        results = _leaves(capture.keras_result)
+        results = flatten_nested(capture.keras_result)
         names = result_names(twin)
         if len(names) != len(results):
             names = [f"result{index}" for index in range(len(results))]
         for name, value in zip(names, results):
             arrays[name] = np.asarray(value)
-        filename = f"{number:02d}_{_safe(capture.layer.name)}.npz"
+        filename = f"{number:02d}_{safe_filename(capture.layer.name)}.npz"
         np.savez(target / filename, **arrays)  # type: ignore[arg-type]
         row = next((r for r in report.layers if r.name == capture.layer.name), None)
         entries.append(

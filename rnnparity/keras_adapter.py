@@ -19,7 +19,7 @@ from rnnparity.bidirectional import Bidirectional
 from rnnparity.gru import GRU, GRUCell
 from rnnparity.layout import KERAS_CLASS_NAME
 from rnnparity.lstm import LSTM, LSTMCell
-from rnnparity.rnn import RNN, Cell, RecurrentLayer
+from rnnparity.rnn import RNN, Cell, RecurrentLayer, flatten_nested
 from rnnparity.simple_rnn import SimpleRNN, SimpleRNNCell
 from rnnparity.stacked import StackedRNNCells
 
@@ -207,13 +207,6 @@ def _dtype_of(layer: Any) -> str:
     if policy is not None and getattr(policy, "name", None):
         return str(policy.name)
     return str(getattr(layer, "dtype", None) or "float32")
-
-
-def flatten_nested(value: Any) -> list[Any]:
-    """The leaves of nested lists/tuples, in order (Keras's nested state structures)."""
-    if isinstance(value, (list, tuple)):
-        return [leaf for item in value for leaf in flatten_nested(item)]
-    return [value]
 
 
 def _copy_carried_states(keras_layer: Any, twin: RecurrentLayer) -> None:

@@ -338,6 +338,13 @@ def _dtype_config(dtype: np.dtype, keras_version: int) -> Any:
     return {"module": "keras", "class_name": "DTypePolicy", "config": {"name": dtype.name}, "registered_name": None}
 
 
+def flatten_nested(value: Any) -> list[Any]:
+    """The leaves of nested lists/tuples, in order (Keras's nested state structures)."""
+    if isinstance(value, (list, tuple)):
+        return [leaf for item in value for leaf in flatten_nested(item)]
+    return [value]
+
+
 def _check_states(states: list[Any], cell: Cell, batch: int, argument: str) -> list[np.ndarray]:
     """``states`` (flat) as arrays of ``cell``'s dtype, each checked against its shape."""
     names = cell.flat_state_names
@@ -567,17 +574,17 @@ class RecurrentLayer:
         return [np.zeros((batch, size), dtype=self.dtype) for size in self.cell.flat_state_sizes], None
 
     # ------------------------------------------------------------------ config
-    def get_config(self) -> dict[str, Any]:
-        """The Keras ``get_config()`` keys of the emulated version."""
+    def _rnn_config(self, name: Any, trainable: Any, unroll: Any) -> dict[str, Any]:
+        """The keys of Keras's ``RNN`` base layer config, in the emulated version."""
         config: dict[str, Any] = {
-            "name": self.cell.training_only_args.get("name"),
-            "trainable": self.cell.training_only_args.get("trainable", True),
+            "name": name,
+            "trainable": trainable,
             "dtype": _dtype_config(self.dtype, self.keras_version),
             "return_sequences": self.return_sequences,
             "return_state": self.return_state,
             "go_backwards": self.go_backwards,
             "stateful": self.stateful,
-            "unroll": self.cell.training_only_args.get("unroll", False),
+            "unroll": unroll,
         }
         if self.keras_version == 3:
             config["zero_output_for_mask"] = self.zero_output_for_mask
@@ -585,6 +592,12 @@ class RecurrentLayer:
             config["time_major"] = self.time_major
             if self.zero_output_for_mask:
                 config["zero_output_for_mask"] = True
+        return config
+
+    def get_config(self) -> dict[str, Any]:
+        """The Keras ``get_config()`` keys of the emulated version."""
+        args = self.cell.training_only_args
+        config = self._rnn_config(args.get("name"), args.get("trainable", True), args.get("unroll", False))
         cell_config = self.cell.get_config()
         for key in ("name", "trainable", "dtype"):
             cell_config.pop(key, None)
@@ -646,22 +659,7 @@ class RNN(RecurrentLayer):
 
     def get_config(self) -> dict[str, Any]:
         """The Keras ``RNN.get_config()`` keys of the emulated version, with the cell nested."""
-        config: dict[str, Any] = {
-            "name": self.layer_args.get("name"),
-            "trainable": self.layer_args.get("trainable", True),
-            "dtype": _dtype_config(self.dtype, self.keras_version),
-            "return_sequences": self.return_sequences,
-            "return_state": self.return_state,
-            "go_backwards": self.go_backwards,
-            "stateful": self.stateful,
-            "unroll": self.unroll,
-        }
-        if self.keras_version == 3:
-            config["zero_output_for_mask"] = self.zero_output_for_mask
-        else:
-            config["time_major"] = self.time_major
-            if self.zero_output_for_mask:
-                config["zero_output_for_mask"] = True
+        config = self._rnn_config(self.layer_args.get("name"), self.layer_args.get("trainable", True), self.unroll)
         config["cell"] = {"class_name": type(self.cell).__name__, "config": self.cell.get_config()}
         return config
 

@@ -56,6 +56,7 @@ class StackedRNNCells(Cell):
                 )
         # Cell.__init__ is not called: the settings live in the cells.
         self.cells = cells
+        self._state_counts = [len(cell.flat_state_sizes) for cell in cells]  # per step, so computed once
         self.keras_version = first.keras_version
         self.dtype = first.dtype
         self.units = cells[-1].output_size
@@ -149,8 +150,7 @@ class StackedRNNCells(Cell):
             ]
         packed = []
         offset = 0
-        for cell, entry_structure in zip(self.cells, structure):
-            count = len(cell.flat_state_sizes)
+        for cell, entry_structure, count in zip(self.cells, structure, self._state_counts):
             chunk = flat[offset : offset + count]
             packed.append(
                 cell._pack(chunk, entry_structure)
@@ -199,8 +199,7 @@ class StackedRNNCells(Cell):
         new_states: list[np.ndarray] = []
         output = x_proj
         offset = 0
-        for index, cell in enumerate(self.cells):
-            count = len(cell.flat_state_sizes)
+        for index, (cell, count) in enumerate(zip(self.cells, self._state_counts)):
             projected = x_proj if index == 0 else cell.input_projection(output)
             output, cell_states = cell.recurrent_step(projected, states[offset : offset + count])
             new_states.extend(cell_states)

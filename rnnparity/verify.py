@@ -195,6 +195,12 @@ def scan_config(config: Any, known: set[str], where: str = "model") -> None:
         scan_config(value, known, where)
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (Keras's messages run to pages)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def load_model(model_file: ModelFile) -> tuple[Any, Any]:
     """``(KerasHandle, model)``: the file scanned, then loaded by the Keras that wrote it."""
     from rnnparity import keras_adapter
@@ -210,8 +216,7 @@ def load_model(model_file: ModelFile) -> tuple[Any, Any]:
     try:
         model = keras_adapter.load_saved_model(handle, model_file.path)
     except Exception as exc:  # Keras raises many types for unloadable files
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(f"{handle.describe()} could not load {model_file.path}: {first_line}") from None
+        raise ModelFileError(f"{handle.describe()} could not load {model_file.path}: {_first_line(exc)}") from None
     return handle, model
 
 
@@ -557,8 +562,7 @@ def verify(
     except ModelFileError:
         raise
     except Exception as exc:  # the model itself failed on these inputs
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(f"the model could not run on the inputs: {first_line}") from None
+        raise ModelFileError(f"the model could not run on the inputs: {_first_line(exc)}") from None
     report = VerifyReport(
         model=str(path),
         keras=handle.describe(),
@@ -592,7 +596,7 @@ def format_table(report: VerifyReport) -> str:
                 row.status + (f" ({row.detail})" if row.status == "skipped" and row.detail else ""),
             )
         )
-    widths = [max(len(str(r[i])) for r in rows[:]) if i < 5 else 0 for i in range(6)]
+    widths = [max(len(str(r[i])) for r in rows) for i in range(5)] + [0]  # the status column is last, unpadded
     lines = ["  ".join(str(value).ljust(width) for value, width in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths[:5]) + "  ------")
     return "\n".join(lines)

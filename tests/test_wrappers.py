@@ -454,3 +454,19 @@ def test_from_keras_names_what_is_unsupported_and_where(flavor: str) -> None:
     conv.build((1, 3, 5, 1))
     with pytest.raises(TypeError, match=r"from_keras supports .*; got .*ConvLSTM1D"):
         rnnparity.from_keras(conv)
+
+
+@pytest.mark.parametrize("flavor", _all([()], ["rnn-config"]))
+def test_rnn_config_keys_match_keras(flavor: str) -> None:
+    """The twin RNN's get_config has Keras's RNN keys and values; the cell is nested under "cell"."""
+    handle = keras_handle(flavor)
+    layers = handle.module.layers
+    keras_layer = layers.RNN(layers.StackedRNNCells([layers.LSTMCell(3), layers.GRUCell(2)]), go_backwards=True)
+    keras_layer.build((2, 4, 3))
+    keras_config = keras_layer.get_config()
+    twin_config = rnnparity.from_keras(keras_layer).get_config()
+    assert set(twin_config) == set(keras_config)
+    for key in ("return_sequences", "return_state", "go_backwards", "stateful", "unroll", "zero_output_for_mask", "time_major"):
+        assert twin_config.get(key) == keras_config.get(key), key
+    assert twin_config["cell"]["class_name"] == "StackedRNNCells"
+    assert [c["config"]["units"] for c in twin_config["cell"]["config"]["cells"]] == [3, 2]

@@ -8,13 +8,7 @@ import pytest
 import rnnparity
 from rnnparity import assert_parity
 from rnnparity.matrix import random_states, random_weights
-
-
-def _flat(value: object) -> list[np.ndarray]:
-    if isinstance(value, (list, tuple)):
-        return [leaf for item in value for leaf in _flat(item)]
-    assert isinstance(value, np.ndarray)
-    return [value]
+from rnnparity.rnn import flatten_nested
 
 
 def _stack(keras_version: int = 3, dtype: str = "float32") -> rnnparity.StackedRNNCells:
@@ -97,7 +91,7 @@ def test_stacked_step_by_step_equals_whole_sequence(keras_version: int) -> None:
         stepped.append(output)
     assert_parity(whole[0], np.stack(stepped, axis=1))
     # (Keras 2 returns a one-state cell's state bare from a step but as given from a layer.)
-    assert_parity(_flat(list(whole[1:])), _flat(carried), check_container=False)
+    assert_parity(flatten_nested(list(whole[1:])), flatten_nested(carried), check_container=False)
 
 
 def test_bidirectional_is_forward_plus_reversed_backward() -> None:
