@@ -189,6 +189,11 @@ class Cell:
         return self.units
 
     @property
+    def projection_width(self) -> int:
+        """Columns of ``input_projection``'s result: ``kernel``'s second axis."""
+        return len(GATE_ORDER[self.kind]) * self.units
+
+    @property
     def flat_state_sizes(self) -> list[int]:
         return [self.units] * self.n_states
 
@@ -359,33 +364,55 @@ def _check_states(states: list[Any], cell: Cell, batch: int, argument: str) -> l
     return checked
 
 
+# The input projection of all timesteps is one matmul per chunk of timesteps; a chunk holds
+# at most this many bytes of projected inputs, so memory stays bounded for long sequences.
+PROJECTION_CHUNK_BYTES = 16 * 2**20
+
+
+def projection_chunk(timesteps: int, batch: int, width: int, itemsize: int) -> int:
+    """How many timesteps the loop projects per matmul (at least 1, at most ``timesteps``)."""
+    per_step = max(1, batch * width * itemsize)
+    return max(1, min(timesteps, PROJECTION_CHUNK_BYTES // per_step))
+
+
 def run_time_loop(
     cell: Cell,
-    x_proj: np.ndarray,
+    inputs: np.ndarray,
     states: list[np.ndarray],
     mask: np.ndarray | None,
     go_backwards: bool,
     zero_output_for_mask: bool,
-    return_sequences: bool,
+    outputs: np.ndarray | None,
     backend: str = "tensorflow",
-) -> tuple[np.ndarray, np.ndarray | None, list[np.ndarray]]:
-    """Run ``cell`` over time-major projected inputs ``x_proj`` of shape ``(T, batch, width)``.
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Run ``cell`` over time-major ``inputs`` of shape ``(T, batch, input_dim)``.
 
-    ``mask`` is time-major ``(T, batch)`` booleans or None. Returns ``(last_output,
-    outputs, final_states)``; ``outputs`` is ``(T, batch, units)`` in processing order (so
-    reversed when ``go_backwards``), or None when ``return_sequences`` is False.
+    ``mask`` is time-major ``(T, batch)`` booleans or None. ``outputs``, when given, is a
+    time-major ``(T, batch, output_size)`` array (often a transposed view of the caller's
+    batch-major result) that receives the output of every step in processing order (so
+    reversed when ``go_backwards``). Returns ``(last_output, final_states)``.
+
+    The input projection ``x_t @ kernel + input_bias`` is hoisted out of the loop: it is
+    computed for a chunk of timesteps at a time (one matmul, see ``projection_chunk``), so
+    the loop itself does only the recurrent matmul and the gates.
 
     A masked step repeats the previous output. Before the first unmasked step that is zeros
     on the TensorFlow backend and the initial ``h`` on the JAX backend (Keras's JAX loop
     repeats ``states[0]``, which equals the output at every later step).
     """
-    timesteps, batch = x_proj.shape[0], x_proj.shape[1]
-    outputs = np.empty((timesteps, batch, cell.output_size), dtype=cell.dtype) if return_sequences else None
+    timesteps, batch, input_dim = inputs.shape
     zeros = np.zeros((batch, cell.output_size), dtype=cell.dtype)
     previous_output = states[cell.output_state_index] if backend == "jax" else zeros
+    chunk = projection_chunk(timesteps, batch, cell.projection_width, cell.dtype.itemsize)
+    projected = inputs[:0]
+    first = 0  # the timestep that projected[0] belongs to
     order = range(timesteps - 1, -1, -1) if go_backwards else range(timesteps)
     for k, t in enumerate(order):
-        output, new_states = cell.recurrent_step(x_proj[t], states)
+        if not first <= t < first + len(projected):
+            first = max(0, t - chunk + 1) if go_backwards else t
+            block = np.ascontiguousarray(inputs[first : first + chunk])
+            projected = cell.input_projection(block.reshape(-1, input_dim)).reshape(len(block), batch, cell.projection_width)
+        output, new_states = cell.recurrent_step(projected[t - first], states)
         if mask is not None and not mask[t].all():
             keep = mask[t][:, None]
             new_states = [np.where(keep, new, old) for new, old in zip(new_states, states)]
@@ -394,7 +421,7 @@ def run_time_loop(
         previous_output = output
         if outputs is not None:
             outputs[k] = output
-    return previous_output, outputs, states
+    return previous_output, states
 
 
 class RecurrentLayer:
@@ -514,27 +541,27 @@ class RecurrentLayer:
         time_mask = self._check_mask(mask, batch, timesteps)
         states, structure = self._initial_states(initial_state, batch)
 
+        outputs = None
+        if self.return_sequences:
+            # Allocated in the layout the caller gets; the loop writes through a time-major view.
+            shape = (timesteps, batch, self.cell.output_size)
+            outputs = np.empty(shape if self.time_major else (batch, timesteps, shape[2]), dtype=self.dtype)
         with np.errstate(over="ignore", invalid="ignore"):
-            x_proj = self.cell.input_projection(x)
-            last_output, outputs, final_states = run_time_loop(
+            last_output, final_states = run_time_loop(
                 self.cell,
-                x_proj,
+                x,
                 states,
                 time_mask,
                 self.go_backwards,
                 self.zero_output_for_mask,
-                self.return_sequences,
+                None if outputs is None else (outputs if self.time_major else outputs.transpose(1, 0, 2)),
                 self.backend,
             )
         if self.stateful:
             self._states = [s.copy() for s in final_states]
             self._expected_batch_size = batch
 
-        if self.return_sequences:
-            assert outputs is not None
-            output = outputs if self.time_major else np.ascontiguousarray(outputs.transpose(1, 0, 2))
-        else:
-            output = last_output
+        output = outputs if outputs is not None else last_output
         if not self.return_state:
             return output
         packed = [output, *self.cell.pack_layer_states(final_states, structure)]

@@ -88,6 +88,10 @@ class StackedRNNCells(Cell):
         return [cell.state_size for cell in self.cells]
 
     @property
+    def projection_width(self) -> int:
+        return self.cells[0].projection_width
+
+    @property
     def output_size(self) -> int:
         return self.cells[-1].output_size
 
