@@ -193,6 +193,63 @@ def sparsemax(x: np.ndarray) -> np.ndarray:
     return np.maximum(x - tau, 0)
 
 
+def _sigmoid_in_place(x: np.ndarray) -> np.ndarray:
+    # Not np.negative(x, out=x): NumPy 2.4 negates a one-column strided view in place wrongly
+    # (it reads a neighbouring column); multiplying by -1 is the same exact negation.
+    np.multiply(x, x.dtype.type(-1), out=x)
+    with np.errstate(over="ignore"):
+        np.exp(x, out=x)
+    x += 1
+    return np.reciprocal(x, out=x)
+
+
+def _tanh_in_place(x: np.ndarray) -> np.ndarray:
+    return np.tanh(x, out=x)
+
+
+def _hard_sigmoid_keras2_in_place(x: np.ndarray) -> np.ndarray:
+    x *= x.dtype.type(0.2)
+    x += x.dtype.type(0.5)
+    return np.clip(x, 0, 1, out=x)
+
+
+def _hard_sigmoid_keras3_in_place(x: np.ndarray) -> np.ndarray:
+    x += x.dtype.type(3)
+    np.clip(x, 0, 6, out=x)
+    x /= x.dtype.type(6)
+    return x
+
+
+def _relu_in_place(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0, out=x)
+
+
+# The same operations in the same order as the functions above (so the same bits), written
+# into the argument: the time loop applies gate activations to views of one buffer.
+_IN_PLACE: dict[Activation, Activation] = {
+    linear: linear,
+    sigmoid: _sigmoid_in_place,
+    tanh: _tanh_in_place,
+    hard_sigmoid_keras2: _hard_sigmoid_keras2_in_place,
+    hard_sigmoid_keras3: _hard_sigmoid_keras3_in_place,
+    relu: _relu_in_place,
+}
+
+
+def in_place(function: Activation) -> Activation:
+    """A version of ``function`` that overwrites its (writable, floating) argument with the
+    result and returns it. Any other activation (a custom callable too) is computed as usual
+    and copied back, so every activation works; the common ones avoid the copy."""
+    if function in _IN_PLACE:
+        return _IN_PLACE[function]
+
+    def overwrite(x: np.ndarray) -> np.ndarray:
+        x[...] = function(x)
+        return x
+
+    return overwrite
+
+
 # Names each Keras accepts for an activation of a recurrent layer, and what they compute.
 _COMMON: dict[str, Activation] = {
     "linear": linear,

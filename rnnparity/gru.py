@@ -71,21 +71,24 @@ class GRUCell(Cell):
 
     def recurrent_step(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         (h_tm1,) = states
+        # x_proj is this step's own buffer: the gates are computed into its blocks in place.
         x = dict(zip(_GATES, np.split(x_proj, len(_GATES), axis=-1)))
+        activation, recurrent_activation = self._activation_in_place, self._recurrent_activation_in_place
         if self.reset_after:
             inner = h_tm1 @ self.recurrent_kernel
             if self._recurrent_bias is not None:
                 inner += self._recurrent_bias
             u = dict(zip(_GATES, np.split(inner, len(_GATES), axis=-1)))
-            z = self.recurrent_activation(x["z"] + u["z"])
-            r = self.recurrent_activation(x["r"] + u["r"])
-            hh = self.activation(x["h"] + r * u["h"])
+            z = recurrent_activation(np.add(x["z"], u["z"], out=x["z"]))
+            r = recurrent_activation(np.add(x["r"], u["r"], out=x["r"]))
+            hh = activation(np.add(x["h"], np.multiply(r, u["h"], out=u["h"]), out=x["h"]))
         else:
             u_z, u_r = np.split(h_tm1 @ self._u_zr, 2, axis=-1)
-            z = self.recurrent_activation(x["z"] + u_z)
-            r = self.recurrent_activation(x["r"] + u_r)
-            hh = self.activation(x["h"] + (r * h_tm1) @ self._u_h)
-        h = z * h_tm1 + (1 - z) * hh
+            z = recurrent_activation(np.add(x["z"], u_z, out=x["z"]))
+            r = recurrent_activation(np.add(x["r"], u_r, out=x["r"]))
+            hh = activation(np.add(x["h"], (r * h_tm1) @ self._u_h, out=x["h"]))
+        h = z * h_tm1
+        h += np.multiply(1 - z, hh, out=hh)
         return h, [h]
 
 

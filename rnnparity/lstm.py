@@ -52,13 +52,18 @@ class LSTMCell(Cell):
 
     def recurrent_step(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         h_tm1, c_tm1 = states
-        z = x_proj + h_tm1 @ self.recurrent_kernel
+        z = h_tm1 @ self.recurrent_kernel
+        z += x_proj
+        # The gates are views into z, each activated in place: the loop's hot path makes
+        # no copies beyond z, c and h. Same operations, same order as the equations above.
         gate = dict(zip(_GATES, np.split(z, len(_GATES), axis=-1)))
-        i = self.recurrent_activation(gate["i"])
-        f = self.recurrent_activation(gate["f"])
-        c = f * c_tm1 + i * self.activation(gate["c"])
-        o = self.recurrent_activation(gate["o"])
-        h = o * self.activation(c)
+        i = self._recurrent_activation_in_place(gate["i"])
+        f = self._recurrent_activation_in_place(gate["f"])
+        candidate = self._activation_in_place(gate["c"])
+        o = self._recurrent_activation_in_place(gate["o"])
+        c = f * c_tm1
+        c += np.multiply(i, candidate, out=i)
+        h = o * self.activation(c)  # not in place: c is a state, and linear returns c itself
         return h, [h, c]
 
 

@@ -157,10 +157,12 @@ class Cell:
         self.keras_version = _check_keras_version(keras_version)
         self.units = _check_units(units)
         self.activation_name, self.activation = activations.get(activation, self.keras_version, "activation")
+        self._activation_in_place = activations.in_place(self.activation)
         if self.has_recurrent_activation:
             self.recurrent_activation_name, self.recurrent_activation = activations.get(
                 recurrent_activation, self.keras_version, "recurrent_activation"
             )
+            self._recurrent_activation_in_place = activations.in_place(self.recurrent_activation)
         self.use_bias = _check_bool(use_bias, "use_bias")
         self.dtype = _check_dtype(dtype)
         self.training_only_args = _check_training_args(type(self).__name__, training_only_args)
@@ -284,6 +286,8 @@ class Cell:
         return projected
 
     def recurrent_step(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The step after the input projection. ``x_proj`` is a buffer the caller made for this
+        step alone: the step may overwrite it (and never modifies ``states``)."""
         raise NotImplementedError
 
     def __call__(self, inputs: ArrayLike, states: Any) -> tuple[np.ndarray, Any]:

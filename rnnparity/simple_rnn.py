@@ -37,7 +37,9 @@ class SimpleRNNCell(Cell):
 
     def recurrent_step(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         (h_tm1,) = states
-        h = self.activation(x_proj + h_tm1 @ self.recurrent_kernel)
+        h = h_tm1 @ self.recurrent_kernel
+        h += x_proj
+        h = self._activation_in_place(h)
         return h, [h]
 
 
