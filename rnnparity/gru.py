@@ -24,10 +24,7 @@ from typing import Any
 import numpy as np
 
 from rnnparity.activations import ActivationLike
-from rnnparity.layout import GATE_ORDER, gate_slice
 from rnnparity.rnn import Cell, RecurrentLayer, _check_bool
-
-_GATES = GATE_ORDER["gru"]
 
 
 class GRUCell(Cell):
@@ -35,6 +32,7 @@ class GRUCell(Cell):
 
     kind = "gru"
     n_states = 1
+    step_order = ("z", "r", "h")
 
     def __init__(
         self,
@@ -56,37 +54,34 @@ class GRUCell(Cell):
     def _extra_config(self) -> dict[str, Any]:
         return {"reset_after": self.reset_after}
 
+    def _input_bias(self) -> np.ndarray | None:
+        if self.bias is None:
+            return None
+        return self.bias[0] if self.reset_after else self.bias
+
     def _prepare(self) -> None:
-        assert self.recurrent_kernel is not None
-        candidate = gate_slice("gru", "h", self.units)
-        self._input_bias = None
-        self._recurrent_bias = None
-        if self.bias is not None:
-            self._input_bias = self.bias[0] if self.reset_after else self.bias
-            self._recurrent_bias = self.bias[1] if self.reset_after else None
-        # reset_before multiplies r into h_tm1 before the candidate block, so that block
-        # needs its own matmul; z and r still share one.
-        self._u_zr = np.ascontiguousarray(self.recurrent_kernel[:, : candidate.start])
-        self._u_h = np.ascontiguousarray(self.recurrent_kernel[:, candidate])
+        super()._prepare()
+        self._recurrent_bias_gates = None
+        if self.bias is not None and self.reset_after:
+            self._recurrent_bias_gates = self.by_gate(self.bias[1])[:, None, :]
 
     def recurrent_step(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         (h_tm1,) = states
-        # x_proj is this step's own buffer: the gates are computed into its blocks in place.
-        x = dict(zip(_GATES, np.split(x_proj, len(_GATES), axis=-1)))
+        assert self._recurrent_gates is not None
+        # x_proj is this step's own (3, batch, units) buffer, gates z, r, h: the gates are
+        # computed into it in place, z and r (both recurrent_activation) in one call.
         activation, recurrent_activation = self._activation_in_place, self._recurrent_activation_in_place
         if self.reset_after:
-            inner = h_tm1 @ self.recurrent_kernel
-            if self._recurrent_bias is not None:
-                inner += self._recurrent_bias
-            u = dict(zip(_GATES, np.split(inner, len(_GATES), axis=-1)))
-            z = recurrent_activation(np.add(x["z"], u["z"], out=x["z"]))
-            r = recurrent_activation(np.add(x["r"], u["r"], out=x["r"]))
-            hh = activation(np.add(x["h"], np.multiply(r, u["h"], out=u["h"]), out=x["h"]))
+            inner = np.matmul(h_tm1, self._recurrent_gates)
+            if self._recurrent_bias_gates is not None:
+                inner += self._recurrent_bias_gates
+            z, r = recurrent_activation(np.add(x_proj[:2], inner[:2], out=x_proj[:2]))
+            hh = activation(np.add(x_proj[2], np.multiply(r, inner[2], out=inner[2]), out=x_proj[2]))
         else:
-            u_z, u_r = np.split(h_tm1 @ self._u_zr, 2, axis=-1)
-            z = recurrent_activation(np.add(x["z"], u_z, out=x["z"]))
-            r = recurrent_activation(np.add(x["r"], u_r, out=x["r"]))
-            hh = activation(np.add(x["h"], (r * h_tm1) @ self._u_h, out=x["h"]))
+            # reset_before multiplies r into h_tm1 before the candidate's matmul, so that
+            # block needs its own matmul; z and r share one.
+            z, r = recurrent_activation(np.add(x_proj[:2], np.matmul(h_tm1, self._recurrent_gates[:2]), out=x_proj[:2]))
+            hh = activation(np.add(x_proj[2], (r * h_tm1) @ self._recurrent_gates[2], out=x_proj[2]))
         h = z * h_tm1
         h += np.multiply(1 - z, hh, out=hh)
         return h, [h]

@@ -21,10 +21,7 @@ from typing import Any
 import numpy as np
 
 from rnnparity.activations import ActivationLike
-from rnnparity.layout import GATE_ORDER
 from rnnparity.rnn import Cell, RecurrentLayer, _check_bool
-
-_GATES = GATE_ORDER["lstm"]
 
 
 class LSTMCell(Cell):
@@ -32,6 +29,7 @@ class LSTMCell(Cell):
 
     kind = "lstm"
     n_states = 2
+    step_order = ("i", "f", "o", "c")  # the recurrent_activation gates first, adjacent
 
     def __init__(
         self,
@@ -52,15 +50,13 @@ class LSTMCell(Cell):
 
     def recurrent_step(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         h_tm1, c_tm1 = states
-        z = h_tm1 @ self.recurrent_kernel
+        assert self._recurrent_gates is not None
+        z = np.matmul(h_tm1, self._recurrent_gates)  # (4, batch, units), gates in step_order
         z += x_proj
-        # The gates are views into z, each activated in place: the loop's hot path makes
-        # no copies beyond z, c and h. Same operations, same order as the equations above.
-        gate = dict(zip(_GATES, np.split(z, len(_GATES), axis=-1)))
-        i = self._recurrent_activation_in_place(gate["i"])
-        f = self._recurrent_activation_in_place(gate["f"])
-        candidate = self._activation_in_place(gate["c"])
-        o = self._recurrent_activation_in_place(gate["o"])
+        # Each gate is a contiguous block of z, activated in place: the three gates that
+        # share recurrent_activation in one call. Same operations as the equations above.
+        i, f, o = self._recurrent_activation_in_place(z[:3])
+        candidate = self._activation_in_place(z[3])
         c = f * c_tm1
         c += np.multiply(i, candidate, out=i)
         h = o * self.activation(c)  # not in place: c is a state, and linear returns c itself

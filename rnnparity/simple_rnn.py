@@ -19,6 +19,7 @@ class SimpleRNNCell(Cell):
 
     kind = "simple_rnn"
     n_states = 1
+    step_order = ("h",)
     has_recurrent_activation = False
 
     def __init__(
@@ -37,8 +38,9 @@ class SimpleRNNCell(Cell):
 
     def recurrent_step(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         (h_tm1,) = states
-        h = h_tm1 @ self.recurrent_kernel
-        h += x_proj
+        assert self._recurrent_gates is not None
+        h = h_tm1 @ self._recurrent_gates[0]
+        h += x_proj[0]
         h = self._activation_in_place(h)
         return h, [h]
 

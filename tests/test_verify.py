@@ -196,8 +196,9 @@ def test_verify_reports_a_mismatch(
     original = rnnparity.LSTMCell.recurrent_step
 
     def swapped(self: rnnparity.LSTMCell, x_proj: np.ndarray, states: list[np.ndarray]) -> Any:
-        i, f, c, o = np.split(x_proj, 4, axis=-1)
-        return original(self, np.concatenate([f, i, c, o], axis=-1), states)
+        # x_proj is gate-major in step_order (i, f, o, c): swap the input and forget gates.
+        assert self.step_order[:2] == ("i", "f")
+        return original(self, x_proj[[1, 0, 2, 3]], states)
 
     monkeypatch.setattr(rnnparity.LSTMCell, "recurrent_step", swapped)
     code, out, _ = _verify(capsys, str(path))
