@@ -116,6 +116,15 @@ def _build_parser() -> argparse.ArgumentParser:
         help="write test vectors: per recurrent-layer call an .npz (input, mask, initial states, Keras-layout weights, "
         "every output and state) and an index.json",
     )
+    bench = commands.add_parser(
+        "bench",
+        help="time the twins against the same Keras layer (eager, predict, tf.function, XLA) and the GEMM floor",
+        description="Forward time of each twin against the same Keras layer with the same weights, interleaved, "
+        "median of --repeats calls; prints a table, the performance targets met or missed, and optionally JSON.",
+    )
+    from rnnparity import bench as bench_module
+
+    bench_module.add_arguments(bench)
     return parser
 
 
@@ -489,6 +498,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_explain(args, sys.stdout, sys.stderr)
     if args.command == "verify":
         return run_verify(args, sys.stdout, sys.stderr)
+    if args.command == "bench":
+        from rnnparity import bench
+
+        return bench.run(args, sys.stdout, sys.stderr)
     parser.error(f"unknown command {args.command!r}")
     return EXIT_ERROR
 

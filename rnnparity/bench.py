@@ -1,0 +1,371 @@
+"""``rnnparity bench``: forward time of the twins against the same Keras layer, side by side.
+
+For each layer kind, shape and dtype the benchmark builds one twin and one Keras layer with
+the same seeded random weights and times, interleaved round by round (so drift in the
+machine's load hits every contender alike), the median of ``repeats`` calls of:
+
+* ``twin``: the NumPy twin;
+* ``gemm_floor``: NumPy doing only the matmuls a twin cannot avoid (the input projection of
+  all timesteps in one matmul, then ``timesteps`` recurrent matmuls) — the time no NumPy
+  implementation can beat;
+* ``eager``: the Keras layer called eagerly;
+* ``predict``: ``model.predict`` of a model holding just the layer;
+* ``tf_function``: the layer inside ``tf.function`` (graph, no XLA);
+* ``xla``: the layer inside ``tf.function(jit_compile=True)``.
+
+Keras returns every timestep (``return_sequences=True``) in all contenders, and the twin's
+result is compared with Keras's once per configuration (a fast wrong answer is worthless).
+The twin's peak memory for one call is measured with ``tracemalloc`` (NumPy reports its
+buffers to it) after the timings, so it does not slow them. ``decode`` times 10,000 single
+steps of a cell at batch 1, the per-call overhead a decoding loop pays.
+
+Timings are wall-clock medians on whatever else the machine is doing: run it on a quiet
+machine, and read the ratios, which interleaving keeps honest, before the absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, TextIO
+
+import numpy as np
+
+import rnnparity
+from rnnparity.layout import KERAS_CLASS_NAME
+from rnnparity.matrix import random_weights
+
+KINDS = ("lstm", "gru", "simple_rnn")
+DTYPES = ("float32", "float64")
+CONTENDERS = ("twin", "gemm_floor", "eager", "predict", "tf_function", "xla")
+KERAS_CONTENDERS = ("eager", "predict", "tf_function", "xla")
+DECODE_STEPS = 10_000
+
+
+@dataclass(frozen=True)
+class Shape:
+    batch: int
+    timesteps: int
+    input_dim: int
+    units: int
+
+    def describe(self) -> str:
+        return f"B{self.batch} T{self.timesteps} D{self.input_dim} H{self.units}"
+
+
+SHAPES = {
+    "small": Shape(1, 20, 64, 128),
+    "medium": Shape(32, 100, 64, 128),
+    "large": Shape(256, 200, 128, 256),
+}
+
+
+@dataclass
+class Result:
+    kind: str
+    shape: str
+    dims: dict[str, int]
+    dtype: str
+    median_ms: dict[str, float]
+    max_abs_error: float | None
+    parity: bool | None  # the twin's result within the dtype's tolerance of Keras's
+    twin_peak_mib: float
+    outputs_mib: float
+    repeats: int
+    ratios: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class DecodeResult:
+    kind: str
+    dtype: str
+    input_dim: int
+    units: int
+    steps: int
+    seconds: float
+
+
+def twin_for(kind: str, shape: Shape, dtype: str, weights: list[np.ndarray]) -> Any:
+    cls = {"lstm": rnnparity.LSTM, "gru": rnnparity.GRU, "simple_rnn": rnnparity.SimpleRNN}[kind]
+    layer = cls(shape.units, return_sequences=True, dtype=dtype)
+    layer.set_weights(weights)
+    return layer
+
+
+def gemm_floor(weights: list[np.ndarray], inputs: np.ndarray, dtype: str) -> Callable[[], Any]:
+    """The matmuls of one forward pass alone, in the twin's dtype and NumPy's BLAS."""
+    kernel = np.ascontiguousarray(weights[0], dtype=dtype)
+    recurrent_kernel = np.ascontiguousarray(weights[1], dtype=dtype)
+    batch, timesteps, input_dim = inputs.shape
+    flat = np.ascontiguousarray(inputs.transpose(1, 0, 2)).reshape(-1, input_dim)
+    h = np.random.default_rng(0).uniform(-0.9, 0.9, (batch, recurrent_kernel.shape[0])).astype(dtype)
+
+    def run() -> Any:
+        projected = flat @ kernel
+        for _ in range(timesteps):
+            recurrent = h @ recurrent_kernel
+        return projected, recurrent
+
+    return run
+
+
+def peak_memory_mib(call: Callable[[], Any]) -> float:
+    """Peak bytes allocated (NumPy buffers included) during one ``call()``, in MiB."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        result = call()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del result
+    return peak / 2**20
+
+
+def time_interleaved(callers: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median milliseconds per caller; each round calls every caller once, in turn."""
+    samples: dict[str, list[float]] = {name: [] for name in callers}
+    for _ in range(repeats):
+        for name, call in callers.items():
+            start = time.perf_counter()
+            call()
+            samples[name].append(time.perf_counter() - start)
+    return {name: 1e3 * statistics.median(values) for name, values in samples.items()}
+
+
+def bench_one(
+    handle: Any, kind: str, shape_name: str, dtype: str, contenders: Sequence[str], repeats: int, seed: int = 0
+) -> Result:
+    from rnnparity import keras_adapter
+
+    shape = SHAPES[shape_name]
+    rng = np.random.default_rng(seed)
+    weights = random_weights(rng, kind, shape.units, shape.input_dim, dtype=dtype)
+    inputs = rng.normal(size=(shape.batch, shape.timesteps, shape.input_dim)).astype(dtype)
+    twin = twin_for(kind, shape, dtype, weights)
+
+    callers: dict[str, Callable[[], Any]] = {}
+    if "twin" in contenders:
+        callers["twin"] = lambda: twin(inputs)
+    if "gemm_floor" in contenders:
+        callers["gemm_floor"] = gemm_floor(weights, inputs, dtype)
+    keras_callers = {}
+    max_abs_error = parity = None
+    keras_wanted = [c for c in contenders if c in KERAS_CONTENDERS]
+    if keras_wanted:
+        layer = keras_adapter.build_layer(
+            handle, kind, {"units": shape.units, "return_sequences": True, "dtype": dtype}, inputs.shape, weights
+        )
+        keras_callers = keras_adapter.benchmark_callers(handle, layer, inputs, keras_wanted)
+        reference_name = next(c for c in ("tf_function", "eager", "xla", "predict") if c in keras_callers)
+        reference = keras_adapter.to_numpy(keras_callers[reference_name]())
+        comparison = rnnparity.compare(reference, twin(inputs), dtype=dtype, context=f"bench {kind} {shape_name} {dtype}")
+        max_abs_error, parity = comparison.max_abs, comparison.ok
+    callers.update(keras_callers)
+    for call in callers.values():  # warm-up: tracing, XLA compilation, BLAS thread start
+        call()
+    medians = time_interleaved(callers, repeats)
+    ratios = {}
+    if "twin" in medians:
+        for other in medians:
+            if other != "twin" and medians[other] > 0:
+                ratios[f"twin/{other}"] = medians["twin"] / medians[other]
+    return Result(
+        kind=kind,
+        shape=shape_name,
+        dims=asdict(shape),
+        dtype=dtype,
+        median_ms=medians,
+        max_abs_error=max_abs_error,
+        parity=parity,
+        twin_peak_mib=peak_memory_mib(lambda: twin(inputs)),
+        outputs_mib=shape.batch * shape.timesteps * shape.units * np.dtype(dtype).itemsize / 2**20,
+        repeats=repeats,
+        ratios=ratios,
+    )
+
+
+def bench_decode(kind: str, dtype: str, shape: Shape, steps: int = DECODE_STEPS) -> DecodeResult:
+    """``steps`` single-step calls of a twin cell at batch 1, states carried."""
+    rng = np.random.default_rng(1)
+    cell = twin_for(kind, shape, dtype, random_weights(rng, kind, shape.units, shape.input_dim, dtype=dtype)).cell
+    x = rng.normal(size=(1, shape.input_dim)).astype(dtype)
+    states: Any = [np.zeros((1, shape.units), dtype) for _ in cell.flat_state_sizes]
+    cell(x, states)
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, states = cell(x, states)
+    return DecodeResult(kind, dtype, shape.input_dim, shape.units, steps, time.perf_counter() - start)
+
+
+def environment(handle: Any) -> dict[str, Any]:
+    env: dict[str, Any] = {
+        "rnnparity": rnnparity.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads_env": {k: os.environ[k] for k in sorted(os.environ) if k.endswith("_NUM_THREADS")},
+    }
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        env["numpy_blas"] = f"{blas.get('name')} {blas.get('version')}"
+    except (TypeError, KeyError):
+        env["numpy_blas"] = "unknown"
+    if handle is not None:
+        env["keras"] = handle.describe()
+        from rnnparity import keras_adapter
+
+        env["tensorflow"] = keras_adapter.tensorflow_version()
+    return env
+
+
+# The targets this benchmark exists to watch (see the README's performance section).
+TARGETS = (
+    ("medium/large float32: twin <= 1.0x tf.function", lambda r: r.shape != "small" and r.dtype == "float32", "tf_function", 1.0),
+    ("medium/large float64: twin <= 0.7x tf.function", lambda r: r.shape != "small" and r.dtype == "float64", "tf_function", 0.7),
+    ("large LSTM: twin <= 1.5x the GEMM floor", lambda r: r.shape == "large" and r.kind == "lstm", "gemm_floor", 1.5),
+    ("medium/large float32: twin <= 1.2x XLA (stretch)", lambda r: r.shape != "small" and r.dtype == "float32", "xla", 1.2),
+)
+
+
+def target_lines(results: list[Result], decodes: list[DecodeResult]) -> list[str]:
+    lines = []
+    for label, applies, other, limit in TARGETS:
+        ratios = [(r, r.ratios.get(f"twin/{other}")) for r in results if applies(r)]
+        measured = [(r, x) for r, x in ratios if x is not None]
+        if not measured:
+            continue
+        worst_result, worst = max(measured, key=lambda item: item[1])
+        status = "met" if worst <= limit else "MISSED"
+        lines.append(
+            f"{status:6} {label}: worst {worst:.2f}x ({worst_result.kind} {worst_result.shape} {worst_result.dtype}), "
+            f"{sum(x <= limit for _, x in measured)}/{len(measured)} within"
+        )
+    broken = [r for r in results if r.parity is False]
+    if broken:
+        lines.append(f"PARITY BROKEN in {len(broken)} configuration(s): the timings above compare a wrong answer")
+    for d in decodes:
+        status = "met" if d.seconds < 1.0 else "MISSED"
+        lines.append(f"{status:6} decode: {d.steps:,} {d.kind} cell steps (batch 1, {d.dtype}) in {d.seconds:.3f} s (< 1 s)")
+    return lines
+
+
+def format_table(results: list[Result]) -> str:
+    columns = [c for c in CONTENDERS if any(c in r.median_ms for r in results)]
+    ratio_columns = [c for c in ("gemm_floor", "tf_function", "xla") if c in columns and "twin" in columns]
+    header = ["layer", "shape", "dtype", *[f"{c} ms" for c in columns], *[f"twin/{c}" for c in ratio_columns]]
+    header += ["max |err|", "parity", "twin peak MiB"]
+    rows = [header]
+    for r in results:
+        row = [KERAS_CLASS_NAME[r.kind], f"{r.shape} ({Shape(**r.dims).describe()})", r.dtype]
+        row += [f"{r.median_ms[c]:.2f}" if c in r.median_ms else "-" for c in columns]
+        row += [f"{r.ratios[f'twin/{c}']:.2f}x" if f"twin/{c}" in r.ratios else "-" for c in ratio_columns]
+        parity = {None: "-", True: "ok", False: "MISMATCH"}[r.parity]
+        row += ["-" if r.max_abs_error is None else f"{r.max_abs_error:.1e}", parity, f"{r.twin_peak_mib:.1f}"]
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _csv(value: str, allowed: Sequence[str], option: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in items if v not in allowed]
+    if unknown or not items:
+        raise argparse.ArgumentTypeError(f"{option} takes a comma-separated subset of {','.join(allowed)}; got {value!r}")
+    return items
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated subset of {','.join(KINDS)} (default: all)")
+    parser.add_argument(
+        "--shapes",
+        default=",".join(SHAPES),
+        help="comma-separated subset of " + ", ".join(f"{k} ({v.describe()})" for k, v in SHAPES.items()),
+    )
+    parser.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated subset of float32,float64 (default: both)")
+    parser.add_argument(
+        "--contenders", default=",".join(CONTENDERS), help=f"comma-separated subset of {','.join(CONTENDERS)} (default: all)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=10, metavar="N", help="timed calls per contender, median reported (default 10)"
+    )
+    parser.add_argument(
+        "--keras", choices=["auto", "keras3", "tf-keras"], default="auto", help="which Keras to time (default auto)"
+    )
+    parser.add_argument("--no-decode", action="store_true", help=f"skip the {DECODE_STEPS:,}-step decoding loop")
+    parser.add_argument(
+        "--json", dest="json_path", metavar="PATH", default=None, help="also write the results as JSON ('-' for stdout)"
+    )
+
+
+def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        kinds = _csv(args.kinds, KINDS, "--kinds")
+        shapes = _csv(args.shapes, tuple(SHAPES), "--shapes")
+        dtypes = _csv(args.dtypes, DTYPES, "--dtypes")
+        contenders = _csv(args.contenders, CONTENDERS, "--contenders")
+    except argparse.ArgumentTypeError as exc:
+        err.write(f"rnnparity bench: {exc}\n")
+        return 2
+    if args.repeats < 1:
+        err.write(f"rnnparity bench: --repeats must be a positive integer; got {args.repeats}\n")
+        return 2
+    handle = None
+    if any(c in KERAS_CONTENDERS for c in contenders):
+        from rnnparity import keras_adapter
+
+        try:
+            handle = keras_adapter.load_keras(args.keras)
+        except ImportError as exc:
+            err.write(
+                f"rnnparity bench: the Keras contenders need TensorFlow and Keras ({exc}); pip install 'rnnparity[tensorflow]' "
+                "or pass --contenders twin,gemm_floor\n"
+            )
+            return 2
+        if handle.backend != "tensorflow":
+            err.write(
+                f"rnnparity bench: the Keras contenders time TensorFlow (tf.function, XLA); {handle.describe()} runs on "
+                f"{handle.backend} (set KERAS_BACKEND=tensorflow, or pass --contenders twin,gemm_floor)\n"
+            )
+            return 2
+    text = args.json_path != "-"
+    report = out if text else err
+    report.write(f"rnnparity bench: {', '.join(f'{k}={v}' for k, v in environment(handle).items())}\n")
+    report.write(f"median of {args.repeats} interleaved calls each; Keras returns every timestep (return_sequences=True)\n\n")
+    results: list[Result] = []
+    for shape in shapes:
+        for kind in kinds:
+            for dtype in dtypes:
+                result = bench_one(handle, kind, shape, dtype, contenders, args.repeats)
+                results.append(result)
+                report.write(
+                    f"  {kind} {shape} {dtype}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in result.median_ms.items()) + "\n"
+                )
+    decodes = [] if args.no_decode else [bench_decode(kind, dtype, SHAPES["small"]) for kind in kinds for dtype in dtypes]
+    report.write("\n" + format_table(results) + "\n\n")
+    for line in target_lines(results, decodes):
+        report.write(line + "\n")
+    if args.json_path:
+        payload = {
+            "environment": environment(handle),
+            "results": [asdict(r) for r in results],
+            "decode": [asdict(d) for d in decodes],
+            "targets": target_lines(results, decodes),
+        }
+        if args.json_path == "-":
+            json.dump(payload, out, indent=2)
+            out.write("\n")
+        else:
+            with open(args.json_path, "w", encoding="utf-8") as handle_out:
+                json.dump(payload, handle_out, indent=2)
+    return 1 if any(r.parity is False for r in results) else 0

@@ -1,0 +1,92 @@
+"""``rnnparity bench``: the plumbing and the memory bound. Speed itself is measured by running
+the benchmark (see the README), never asserted by a timed test."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import flavor_params
+
+import rnnparity
+from rnnparity import bench, rnn
+from rnnparity.cli import main
+from rnnparity.matrix import random_weights
+
+
+@pytest.mark.parametrize("flavor", flavor_params("keras3", [("keras3",)]))
+def test_bench_times_every_contender_and_checks_parity(flavor: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["bench", "--keras", flavor, "--shapes", "small", "--kinds", "gru", "--repeats", "2", "--no-decode", "--json", "-"]
+    assert main(args) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert [(r["kind"], r["dtype"]) for r in payload["results"]] == [("gru", "float32"), ("gru", "float64")]
+    for result in payload["results"]:
+        assert set(result["median_ms"]) == set(bench.CONTENDERS)
+        assert all(ms > 0 for ms in result["median_ms"].values())
+        assert result["parity"] is True
+        assert result["ratios"]["twin/tf_function"] == pytest.approx(
+            result["median_ms"]["twin"] / result["median_ms"]["tf_function"]
+        )
+    assert "keras 3" in payload["environment"]["keras"]
+
+
+@pytest.mark.parametrize("flavor", flavor_params("keras3", [("keras3",)]))
+def test_bench_reports_a_broken_twin(flavor: str, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    def wrong_candidate(self, x_proj, states):  # the candidate with the reset gate's weights
+        x_proj[2] = x_proj[1]
+        return original(self, x_proj, states)
+
+    original = rnnparity.GRUCell.recurrent_step
+    monkeypatch.setattr(rnnparity.GRUCell, "recurrent_step", wrong_candidate)
+    args = ["bench", "--keras", flavor, "--shapes", "small", "--kinds", "gru", "--dtypes", "float64", "--repeats", "1"]
+    assert main([*args, "--contenders", "twin,tf_function", "--no-decode"]) == 1
+    out = capsys.readouterr().out
+    assert "MISMATCH" in out and "PARITY BROKEN in 1 configuration(s)" in out
+
+
+def test_bench_without_keras_contenders_needs_only_numpy(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["bench", "--shapes", "small", "--kinds", "simple_rnn", "--dtypes", "float32", "--repeats", "2"]
+    assert main([*args, "--contenders", "twin,gemm_floor"]) == 0
+    out = capsys.readouterr().out
+    assert "twin/gemm_floor" in out and "decode: 10,000 simple_rnn cell steps" in out
+    assert "keras=" not in out
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--kinds", "lstm,cudnn", "--kinds takes a comma-separated subset of lstm,gru,simple_rnn; got 'lstm,cudnn'"),
+        ("--shapes", "huge", "--shapes takes a comma-separated subset of small,medium,large"),
+        ("--dtypes", "float16", "--dtypes takes a comma-separated subset of float32,float64"),
+        ("--contenders", ",", "--contenders takes a comma-separated subset of"),
+        ("--contenders", "twin,jax", "--contenders takes a comma-separated subset of twin,gemm_floor,eager"),
+        ("--repeats", "0", "--repeats must be a positive integer; got 0"),
+    ],
+)
+def test_bench_bad_options_exit_2(option: str, value: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    extra = [] if option == "--contenders" else ["--contenders", "twin"]  # never a real run
+    assert main(["bench", *extra, option, value]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "simple_rnn"])
+def test_forward_memory_is_the_result_the_inputs_and_one_projection_chunk(kind: str, monkeypatch) -> None:
+    """Peak memory of a long sequence stays within the unavoidable arrays plus one bounded
+    chunk of projected inputs: no per-timestep copies pile up."""
+    batch, timesteps, input_dim, units = 4, 2000, 2, 16
+    itemsize = 8
+    monkeypatch.setattr(rnn, "PROJECTION_CHUNK_BYTES", 32 * 2**10)
+    layer = {"lstm": rnnparity.LSTM, "gru": rnnparity.GRU, "simple_rnn": rnnparity.SimpleRNN}[kind](
+        units, return_sequences=True, dtype="float64"
+    )
+    layer.set_weights(random_weights(np.random.default_rng(0), kind, units, input_dim, dtype="float64"))
+    x = np.random.default_rng(1).normal(size=(batch, timesteps, input_dim))
+    outputs = batch * timesteps * units * itemsize
+    inputs = batch * timesteps * input_dim * itemsize  # the copy that protects the caller's array
+    projection_per_step = batch * layer.cell.projection_width * itemsize
+    whole_projection = timesteps * projection_per_step
+    peak = bench.peak_memory_mib(lambda: layer(x)) * 2**20
+    slack = 64 * 2**10  # per-step temporaries
+    assert peak <= outputs + 2 * inputs + rnn.PROJECTION_CHUNK_BYTES + slack, f"peak {peak:.0f} B"
+    assert rnn.PROJECTION_CHUNK_BYTES + slack < whole_projection / 4  # an unchunked projection would fail
