@@ -10,7 +10,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
@@ -245,12 +245,15 @@ def _plot(args: argparse.Namespace, pictures: list[tuple[str, dict[str, object]]
 
 
 def _explain_model(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Explain every recurrent layer of a saved model (loaded as safely as ``verify`` does)."""
+    """Explain every recurrent layer of a saved model (loaded as safely as ``verify`` does).
+    An HDF5 file is read without Keras (:mod:`rnnparity.legacy`)."""
     import json
 
-    from rnnparity import verify
+    from rnnparity import legacy, verify
     from rnnparity.layout import explain_layout
 
+    if os.path.isfile(args.kind) and legacy.is_hdf5(args.kind):
+        return _explain_hdf5(args, out, err)
     try:
         _, model = verify.load_model(verify.read_model_file(args.kind))
     except verify.ModelFileError as exc:
@@ -277,6 +280,102 @@ def _explain_model(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for layer, part, (kind, units, input_dim, reset_after, use_bias) in parts:
         out.write(f"{heading}{layer}: {part}\n\n")
         out.write(render_explain(explain_layout(kind, units, input_dim, reset_after, use_bias), args.format) + "\n\n")
+    return _plot(args, pictures, err)
+
+
+def _explain_hdf5(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``rnnparity explain FILE.h5``: every recurrent layer of a Keras HDF5 file (a model or
+    weights only, any Keras from 2.0), read with h5py: name, class as saved, units and input
+    dim from the shapes, who wrote the file, what the twin assumes, and its gate layout."""
+    import json
+
+    from rnnparity import legacy
+    from rnnparity.export import safe_filename
+    from rnnparity.layout import explain_layout
+
+    try:
+        file = legacy.read_weights_file(args.kind)
+        plans = [legacy.plan_twin(file, layer) for layer in file.layers]
+    except (ValueError, TypeError) as exc:
+        err.write(f"rnnparity explain: {exc}\n")
+        return EXIT_ERROR
+    entries: list[dict[str, Any]] = []
+    for plan in plans:
+        layer = plan.layer
+        if layer.class_name == "Bidirectional":
+            parts = [("forward", layer.cells[0], plan.cell_settings[0]), ("backward", layer.cells[1], plan.cell_settings[1])]
+        elif layer.class_name == "RNN":
+            parts = [(f"cell {i}", cell, s) for i, (cell, s) in enumerate(zip(layer.cells, plan.cell_settings))]
+        else:
+            parts = [("", layer.cells[0], plan.settings)]
+        described: list[dict[str, Any]] = []
+        for part, cell, settings in parts:
+            reset_after = bool(settings.get("reset_after", True))
+            described.append(
+                {
+                    "part": part,
+                    "stored": {"path": "/".join(cell.paths[0].split("/")[:-1]), "shapes": [list(s) for s in cell.shapes]},
+                    "explain": explain_layout(cell.kind, cell.units, cell.input_dim, reset_after, cell.use_bias),
+                }
+            )
+        entries.append(
+            {
+                "name": layer.name,
+                "saved_class": layer.saved_class,
+                "class": layer.class_name,
+                "class_source": layer.class_source,
+                "units": layer.units,
+                "input_dim": layer.input_dim,
+                "twin": plan.description,
+                "assumptions": plan.assumptions,
+                "parts": described,
+            }
+        )
+    header = {
+        "file": args.kind,
+        "layout": file.layout,
+        "keras_version": file.keras_version,
+        "backend": file.backend,
+        "written_by": file.writer.source,
+    }
+    pictures: list[tuple[str, dict[str, object]]] = []
+    if args.plot:
+        base, suffix = os.path.splitext(args.plot)
+        for entry in entries:
+            for part in entry["parts"]:
+                label = f"{entry['name']}-{part['part']}" if part["part"] else str(entry["name"])
+                pictures.append((f"{base}-{len(pictures):02d}-{safe_filename(label)}{suffix or '.png'}", part["explain"]))
+    if args.format == "json":
+        listing = {**header, "layers": entries, "no_twin": file.no_twin, "other_layers": sorted(file.others)}
+        out.write(json.dumps(listing, indent=2) + "\n")
+        return _plot(args, pictures, err)
+    heading = "## " if args.format == "markdown" else ""
+    out.write(f"{args.kind}: {file.describe()}; read with h5py, no Keras\n")
+    out.write(
+        f"{len(entries)} recurrent layer(s) with a twin; {len(file.others)} other layer(s) with weights"
+        + (f"; {len(file.no_twin)} recurrent layer(s) without a twin" if file.no_twin else "")
+        + "\n\n"
+    )
+    for entry, plan in zip(entries, plans):
+        if entry["saved_class"]:
+            saved = f"{entry['saved_class']} (the class saved in the model config)"
+        else:
+            saved = f"{entry['class']} (not saved in a weights-only file; {entry['class_source']})"
+        out.write(f"{heading}{entry['name']}: {saved}; units {entry['units']}, input_dim {entry['input_dim']}\n")
+        out.write(f"twin: {entry['twin']}\n")
+        out.write("the twin assumes:\n" + "".join(f"  - {note}\n" for note in entry["assumptions"]))
+        for part in entry["parts"]:
+            stored = part["stored"]
+            shapes = ", ".join(str(tuple(s)) for s in stored["shapes"])
+            label = f"{part['part']}: " if part["part"] else ""
+            converted = (
+                " (the gate table shows the twin's layout, after the cuDNN conversion)" if plan.layer.has_cudnn_weights else ""
+            )
+            out.write(f"\n{label}stored in {stored['path']}: {shapes}{converted}\n")
+            out.write(render_explain(part["explain"], args.format) + "\n")
+        out.write("\n")
+    for name, reason in file.no_twin.items():
+        out.write(f"{heading}{name}: no twin: {reason}\n")
     return _plot(args, pictures, err)
 
 
