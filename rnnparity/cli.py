@@ -88,9 +88,15 @@ def _build_parser() -> argparse.ArgumentParser:
         help="run a saved model and check every recurrent layer's twin against what Keras computed",
         description="Load a .keras or .h5 model (safely: Lambda layers and unknown classes are refused before "
         "loading), run it on a seeded random batch, and compare each recurrent layer's output and states with its "
-        "NumPy twin. Exit 0: parity holds; 1: a mismatch; 2: the file cannot be loaded or run.",
+        "NumPy twin. A weights-only .h5 / .weights.h5 file is checked layer by layer: each recurrent layer's twin, "
+        "built from the file without Keras, against the Keras layer Keras loads the same weights into. "
+        "Exit 0: parity holds; 1: a mismatch; 2: the file cannot be loaded or run.",
     )
-    verify.add_argument("model", metavar="MODEL", help="a .keras archive or an .h5 file (routed by the Keras that wrote it)")
+    verify.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a .keras archive, an .h5 model (routed by the Keras that wrote it), or a weights-only .h5 / .weights.h5",
+    )
     verify.add_argument(
         "--timesteps",
         type=int,
@@ -108,6 +114,23 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="use these inputs instead: .npy (one input) or .npz (by input name or in order)",
     )
+    verify.add_argument(
+        "--layer",
+        dest="layers",
+        action="append",
+        metavar="NAME",
+        default=None,
+        help="weights-only files: check only this recurrent layer (repeatable; default: all)",
+    )
+    verify.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        metavar="[LAYER:]KEY=VALUE",
+        default=None,
+        help="weights-only files: a setting the file does not store, for every layer or one, e.g. "
+        "recurrent_activation=hard_sigmoid, encoder:go_backwards=true, keras_version=3 (VALUE is JSON, else a string)",
+    )
     verify.add_argument("--json", dest="json_path", metavar="PATH", default=None, help="write the per-layer report as JSON")
     verify.add_argument(
         "--export",
@@ -117,6 +140,25 @@ def _build_parser() -> argparse.ArgumentParser:
         "every output and state) and an index.json",
     )
     return parser
+
+
+def parse_overrides(items: Sequence[str] | None) -> dict[str | None, dict[str, object]]:
+    """``--set [LAYER:]KEY=VALUE`` items as ``{layer or None: {key: value}}``; VALUE is read
+    as JSON (``true``, ``3``, ``null``) and else kept as a string (``hard_sigmoid``)."""
+    import json
+
+    overrides: dict[str | None, dict[str, object]] = {}
+    for item in items or []:
+        target, separator, value = item.partition("=")
+        if not separator or not target:
+            raise ValueError(f"--set takes [LAYER:]KEY=VALUE; got {item!r}")
+        layer, _, key = target.rpartition(":")
+        try:
+            parsed: object = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        overrides.setdefault(layer or None, {})[key] = parsed
+    return overrides
 
 
 def run_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -133,6 +175,11 @@ def run_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write("rnnparity verify: --inputs gives the inputs; --timesteps, --batch-size and --seed shape random ones\n")
         return EXIT_ERROR
     try:
+        overrides = parse_overrides(args.overrides)
+    except ValueError as exc:
+        err.write(f"rnnparity verify: {exc}\n")
+        return EXIT_ERROR
+    try:
         report = verify.verify(
             args.model,
             inputs_path=args.inputs,
@@ -140,23 +187,37 @@ def run_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             timesteps=args.timesteps or verify.DEFAULT_TIMESTEPS,
             seed=verify.DEFAULT_SEED if args.seed is None else args.seed,
             export_dir=args.export,
+            layers=args.layers,
+            overrides=overrides,
         )
     except verify.ModelFileError as exc:
         err.write(f"rnnparity verify: {exc}\n")
         return EXIT_ERROR
     out.write(f"rnnparity {rnnparity.__version__} verify {report.model}\n")
     out.write(f"Keras: {report.keras}\n")
+    if report.weights_only:
+        out.write("weights only: each recurrent layer runs alone, twin against the Keras layer Keras loads the weights into\n")
     described = ", ".join(f"{i['name']} {tuple(i['shape'])} {i['dtype']}" for i in report.inputs)
     source = f"seed {report.seed}" if report.seed is not None else f"from {args.inputs}"
+    if report.weights_only:
+        source += "; per layer, called without and with a right-padded mask"
     out.write(f"inputs ({source}): {described}\n\n")
     if report.layers:
         out.write(verify.format_table(report) + "\n")
     else:
-        out.write("the model has no recurrent layers: nothing to verify\n")
+        out.write(f"the {'file' if report.weights_only else 'model'} has no recurrent layers: nothing to verify\n")
     for row in report.layers:
         if row.status == "MISMATCH":
             out.write(f"\n{row.name}: {row.detail}\n")
-    out.write(f"\n{report.other_layers} other layers run by Keras only (no twin needed).\n")
+    if report.weights_only:
+        for row in report.layers:
+            if row.assumptions:
+                twin, *notes = row.assumptions
+                out.write(f"\n{row.name}: twin {twin}; it assumes (--set changes what the file does not fix):\n")
+                out.write("".join(f"  - {note}\n" for note in notes))
+        out.write(f"\n{report.other_layers} other layers with weights in the file (not run: a weights file has no model).\n")
+    else:
+        out.write(f"\n{report.other_layers} other layers run by Keras only (no twin needed).\n")
     if args.export:
         out.write(f"test vectors: {len(report.exports)} call(s) written to {args.export} (index.json)\n")
     if args.json_path:
