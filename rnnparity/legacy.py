@@ -361,10 +361,13 @@ def _read(h5: Any, path: str) -> WeightsFile:
             if name not in root:
                 raise WeightsFileError(f"path {path!r} lists layer {name!r} in layer_names but has no group for it")
             group = root[name]
-            entries = [
-                _Entry(weight, np.asarray(group[weight]), f"{group.name}/{weight}")
-                for weight in attribute_list(group, "weight_names") or []
-            ]
+            entries = []
+            for weight in attribute_list(group, "weight_names") or []:
+                if weight not in group:
+                    raise WeightsFileError(
+                        f"path {path!r}: layer {name!r} lists weight {weight!r} but the file has no such array"
+                    )
+                entries.append(_Entry(weight, np.asarray(group[weight]), f"{group.name}/{weight}"))
             _add_layer(name, group.name.lstrip("/"), entries, configs.get(name), configs, found)
     return WeightsFile(path, layout, keras_version, backend, model_config, found.layers, found.others, found.no_twin, writer)
 

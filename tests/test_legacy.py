@@ -382,3 +382,19 @@ def test_recurrent_layers_without_a_twin_are_named_with_the_reason(tmp_path: Pat
     assert file.no_twin == {"conv_lst_m2d_1": "ConvLSTM2D: convolutional recurrent layers have no twin"}
     with pytest.raises(ValueError, match="layer_name 'conv_lst_m2d_1': ConvLSTM2D: convolutional recurrent layers have no twin"):
         legacy.twin_from_weights(path, "conv_lst_m2d_1")
+
+
+def test_a_file_listing_a_missing_array_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import h5py
+
+    rng = np.random.default_rng(10)
+    path = lf.write_h5(tmp_path / "w.h5", [("lstm_1", lf.named("lstm_1", lf.recurrent_weights("LSTM", 2, 2, rng)))])
+    with h5py.File(path, "a") as h5:
+        del h5["lstm_1/lstm_1/bias:0"]
+    with pytest.raises(
+        legacy.WeightsFileError, match="layer 'lstm_1' lists weight 'lstm_1/bias:0' but the file has no such array"
+    ):
+        legacy.read_weights_file(path)
+    assert cli.main(["explain", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rnnparity explain:") and len(err.strip().splitlines()) == 1
