@@ -1,12 +1,14 @@
 """NumPy twins of the Keras recurrent layers, and the tools that prove they match Keras.
 
-``import rnnparity`` loads NumPy only; Keras is imported lazily by :func:`from_keras`.
+``import rnnparity`` loads NumPy only; Keras is imported lazily by :func:`from_keras`, and
+h5py by :mod:`rnnparity.legacy` (old Keras HDF5 files) when it reads one.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from rnnparity import legacy
 from rnnparity.bidirectional import Bidirectional
 from rnnparity.compare import assert_parity, compare
 from rnnparity.gru import GRU, GRUCell
@@ -30,6 +32,7 @@ __all__ = [
     "assert_parity",
     "compare",
     "from_keras",
+    "legacy",
 ]
 
 

@@ -10,7 +10,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
@@ -88,9 +88,15 @@ def _build_parser() -> argparse.ArgumentParser:
         help="run a saved model and check every recurrent layer's twin against what Keras computed",
         description="Load a .keras or .h5 model (safely: Lambda layers and unknown classes are refused before "
         "loading), run it on a seeded random batch, and compare each recurrent layer's output and states with its "
-        "NumPy twin. Exit 0: parity holds; 1: a mismatch; 2: the file cannot be loaded or run.",
+        "NumPy twin. A weights-only .h5 / .weights.h5 file is checked layer by layer: each recurrent layer's twin, "
+        "built from the file without Keras, against the Keras layer Keras loads the same weights into. "
+        "Exit 0: parity holds; 1: a mismatch; 2: the file cannot be loaded or run.",
     )
-    verify.add_argument("model", metavar="MODEL", help="a .keras archive or an .h5 file (routed by the Keras that wrote it)")
+    verify.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a .keras archive, an .h5 model (routed by the Keras that wrote it), or a weights-only .h5 / .weights.h5",
+    )
     verify.add_argument(
         "--timesteps",
         type=int,
@@ -107,6 +113,23 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         default=None,
         help="use these inputs instead: .npy (one input) or .npz (by input name or in order)",
+    )
+    verify.add_argument(
+        "--layer",
+        dest="layers",
+        action="append",
+        metavar="NAME",
+        default=None,
+        help="weights-only files: check only this recurrent layer (repeatable; default: all)",
+    )
+    verify.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        metavar="[LAYER:]KEY=VALUE",
+        default=None,
+        help="weights-only files: a setting the file does not store, for every layer or one, e.g. "
+        "recurrent_activation=hard_sigmoid, encoder:go_backwards=true, keras_version=3 (VALUE is JSON, else a string)",
     )
     verify.add_argument("--json", dest="json_path", metavar="PATH", default=None, help="write the per-layer report as JSON")
     verify.add_argument(
@@ -128,6 +151,25 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_overrides(items: Sequence[str] | None) -> dict[str | None, dict[str, object]]:
+    """``--set [LAYER:]KEY=VALUE`` items as ``{layer or None: {key: value}}``; VALUE is read
+    as JSON (``true``, ``3``, ``null``) and else kept as a string (``hard_sigmoid``)."""
+    import json
+
+    overrides: dict[str | None, dict[str, object]] = {}
+    for item in items or []:
+        target, separator, value = item.partition("=")
+        if not separator or not target:
+            raise ValueError(f"--set takes [LAYER:]KEY=VALUE; got {item!r}")
+        layer, _, key = target.rpartition(":")
+        try:
+            parsed: object = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        overrides.setdefault(layer or None, {})[key] = parsed
+    return overrides
+
+
 def run_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import json
 
@@ -142,6 +184,11 @@ def run_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write("rnnparity verify: --inputs gives the inputs; --timesteps, --batch-size and --seed shape random ones\n")
         return EXIT_ERROR
     try:
+        overrides = parse_overrides(args.overrides)
+    except ValueError as exc:
+        err.write(f"rnnparity verify: {exc}\n")
+        return EXIT_ERROR
+    try:
         report = verify.verify(
             args.model,
             inputs_path=args.inputs,
@@ -149,23 +196,37 @@ def run_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             timesteps=args.timesteps or verify.DEFAULT_TIMESTEPS,
             seed=verify.DEFAULT_SEED if args.seed is None else args.seed,
             export_dir=args.export,
+            layers=args.layers,
+            overrides=overrides,
         )
     except verify.ModelFileError as exc:
         err.write(f"rnnparity verify: {exc}\n")
         return EXIT_ERROR
     out.write(f"rnnparity {rnnparity.__version__} verify {report.model}\n")
     out.write(f"Keras: {report.keras}\n")
+    if report.weights_only:
+        out.write("weights only: each recurrent layer runs alone, twin against the Keras layer Keras loads the weights into\n")
     described = ", ".join(f"{i['name']} {tuple(i['shape'])} {i['dtype']}" for i in report.inputs)
     source = f"seed {report.seed}" if report.seed is not None else f"from {args.inputs}"
+    if report.weights_only:
+        source += "; per layer, called without and with a right-padded mask"
     out.write(f"inputs ({source}): {described}\n\n")
     if report.layers:
         out.write(verify.format_table(report) + "\n")
     else:
-        out.write("the model has no recurrent layers: nothing to verify\n")
+        out.write(f"the {'file' if report.weights_only else 'model'} has no recurrent layers: nothing to verify\n")
     for row in report.layers:
         if row.status == "MISMATCH":
             out.write(f"\n{row.name}: {row.detail}\n")
-    out.write(f"\n{report.other_layers} other layers run by Keras only (no twin needed).\n")
+    if report.weights_only:
+        for row in report.layers:
+            if row.assumptions:
+                twin, *notes = row.assumptions
+                out.write(f"\n{row.name}: twin {twin}; it assumes (--set changes what the file does not fix):\n")
+                out.write("".join(f"  - {note}\n" for note in notes))
+        out.write(f"\n{report.other_layers} other layers with weights in the file (not run: a weights file has no model).\n")
+    else:
+        out.write(f"\n{report.other_layers} other layers run by Keras only (no twin needed).\n")
     if args.export:
         out.write(f"test vectors: {len(report.exports)} call(s) written to {args.export} (index.json)\n")
     if args.json_path:
@@ -254,12 +315,15 @@ def _plot(args: argparse.Namespace, pictures: list[tuple[str, dict[str, object]]
 
 
 def _explain_model(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Explain every recurrent layer of a saved model (loaded as safely as ``verify`` does)."""
+    """Explain every recurrent layer of a saved model (loaded as safely as ``verify`` does).
+    An HDF5 file is read without Keras (:mod:`rnnparity.legacy`)."""
     import json
 
-    from rnnparity import verify
+    from rnnparity import legacy, verify
     from rnnparity.layout import explain_layout
 
+    if os.path.isfile(args.kind) and legacy.is_hdf5(args.kind):
+        return _explain_hdf5(args, out, err)
     try:
         _, model = verify.load_model(verify.read_model_file(args.kind))
     except verify.ModelFileError as exc:
@@ -286,6 +350,102 @@ def _explain_model(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for layer, part, (kind, units, input_dim, reset_after, use_bias) in parts:
         out.write(f"{heading}{layer}: {part}\n\n")
         out.write(render_explain(explain_layout(kind, units, input_dim, reset_after, use_bias), args.format) + "\n\n")
+    return _plot(args, pictures, err)
+
+
+def _explain_hdf5(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``rnnparity explain FILE.h5``: every recurrent layer of a Keras HDF5 file (a model or
+    weights only, any Keras from 2.0), read with h5py: name, class as saved, units and input
+    dim from the shapes, who wrote the file, what the twin assumes, and its gate layout."""
+    import json
+
+    from rnnparity import legacy
+    from rnnparity.export import safe_filename
+    from rnnparity.layout import explain_layout
+
+    try:
+        file = legacy.read_weights_file(args.kind)
+        plans = [legacy.plan_twin(file, layer) for layer in file.layers]
+    except (ValueError, TypeError) as exc:
+        err.write(f"rnnparity explain: {exc}\n")
+        return EXIT_ERROR
+    entries: list[dict[str, Any]] = []
+    for plan in plans:
+        layer = plan.layer
+        if layer.class_name == "Bidirectional":
+            parts = [("forward", layer.cells[0], plan.cell_settings[0]), ("backward", layer.cells[1], plan.cell_settings[1])]
+        elif layer.class_name == "RNN":
+            parts = [(f"cell {i}", cell, s) for i, (cell, s) in enumerate(zip(layer.cells, plan.cell_settings))]
+        else:
+            parts = [("", layer.cells[0], plan.settings)]
+        described: list[dict[str, Any]] = []
+        for part, cell, settings in parts:
+            reset_after = bool(settings.get("reset_after", True))
+            described.append(
+                {
+                    "part": part,
+                    "stored": {"path": "/".join(cell.paths[0].split("/")[:-1]), "shapes": [list(s) for s in cell.shapes]},
+                    "explain": explain_layout(cell.kind, cell.units, cell.input_dim, reset_after, cell.use_bias),
+                }
+            )
+        entries.append(
+            {
+                "name": layer.name,
+                "saved_class": layer.saved_class,
+                "class": layer.class_name,
+                "class_source": layer.class_source,
+                "units": layer.units,
+                "input_dim": layer.input_dim,
+                "twin": plan.description,
+                "assumptions": plan.assumptions,
+                "parts": described,
+            }
+        )
+    header = {
+        "file": args.kind,
+        "layout": file.layout,
+        "keras_version": file.keras_version,
+        "backend": file.backend,
+        "written_by": file.writer.source,
+    }
+    pictures: list[tuple[str, dict[str, object]]] = []
+    if args.plot:
+        base, suffix = os.path.splitext(args.plot)
+        for entry in entries:
+            for part in entry["parts"]:
+                label = f"{entry['name']}-{part['part']}" if part["part"] else str(entry["name"])
+                pictures.append((f"{base}-{len(pictures):02d}-{safe_filename(label)}{suffix or '.png'}", part["explain"]))
+    if args.format == "json":
+        listing = {**header, "layers": entries, "no_twin": file.no_twin, "other_layers": sorted(file.others)}
+        out.write(json.dumps(listing, indent=2) + "\n")
+        return _plot(args, pictures, err)
+    heading = "## " if args.format == "markdown" else ""
+    out.write(f"{args.kind}: {file.describe()}; read with h5py, no Keras\n")
+    out.write(
+        f"{len(entries)} recurrent layer(s) with a twin; {len(file.others)} other layer(s) with weights"
+        + (f"; {len(file.no_twin)} recurrent layer(s) without a twin" if file.no_twin else "")
+        + "\n\n"
+    )
+    for entry, plan in zip(entries, plans):
+        if entry["saved_class"]:
+            saved = f"{entry['saved_class']} (the class saved in the model config)"
+        else:
+            saved = f"{entry['class']} (not saved in a weights-only file; {entry['class_source']})"
+        out.write(f"{heading}{entry['name']}: {saved}; units {entry['units']}, input_dim {entry['input_dim']}\n")
+        out.write(f"twin: {entry['twin']}\n")
+        out.write("the twin assumes:\n" + "".join(f"  - {note}\n" for note in entry["assumptions"]))
+        for part in entry["parts"]:
+            stored = part["stored"]
+            shapes = ", ".join(str(tuple(s)) for s in stored["shapes"])
+            label = f"{part['part']}: " if part["part"] else ""
+            converted = (
+                " (the gate table shows the twin's layout, after the cuDNN conversion)" if plan.layer.has_cudnn_weights else ""
+            )
+            out.write(f"\n{label}stored in {stored['path']}: {shapes}{converted}\n")
+            out.write(render_explain(part["explain"], args.format) + "\n")
+        out.write("\n")
+    for name, reason in file.no_twin.items():
+        out.write(f"{heading}{name}: no twin: {reason}\n")
     return _plot(args, pictures, err)
 
 

@@ -423,3 +423,69 @@ def op_class_names(handle: KerasHandle) -> set[str]:
             if inspect.isclass(value) and issubclass(value, Operation) and value.__module__.startswith("keras.")
         )
     return names
+
+
+def load_model_from_config(handle: KerasHandle, path: str, config: dict[str, Any]) -> Any:
+    """A model built from ``config`` (already scanned) with the weights of the HDF5 file
+    ``path`` loaded by Keras's own loader, which converts cuDNN weights on the way
+    (see rnnparity.legacy.plain_model_config)."""
+    if handle.major != 2:
+        raise ImportError("only Keras 2 (tf_keras) converts cuDNN weights when loading")
+    model = handle.module.models.model_from_config(config)
+    model.load_weights(path)
+    return model
+
+
+def _plain_keras_config(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The Keras arguments of a twin's settings that change what a layer computes."""
+    keys = ["units", "activation", "use_bias", "return_sequences", "return_state", "go_backwards", "name"]
+    keys += {"lstm": ["recurrent_activation", "unit_forget_bias"], "gru": ["recurrent_activation", "reset_after"]}.get(kind, [])
+    config = {key: settings[key] for key in keys if key in settings}
+    for key in ("activation", "recurrent_activation"):
+        if key in config and not isinstance(config[key], str):
+            raise ValueError(
+                f"{key}={config[key]!r} is a NumPy function, which Keras cannot run; verify needs a named activation"
+            )
+    config["dtype"] = settings["dtype"]
+    return config
+
+
+def reference_layer(handle: KerasHandle, plan: Any, file: Any) -> tuple[Any, str]:
+    """A built Keras layer configured as the twin of ``plan`` (a rnnparity.legacy.TwinPlan) with
+    the weights of ``file`` loaded the way that Keras loads them, and how they were loaded."""
+    k = handle.module
+    layer_info = plan.layer
+    name = layer_info.path.split("/")[-1] if file.layout == "weights" else layer_info.name.replace("/", "_")
+    if layer_info.class_name == "Bidirectional":
+        forward = getattr(k.layers, KERAS_CLASS_NAME[plan.kind])(**_plain_keras_config(plan.kind, plan.cell_settings[0]))
+        backward = None
+        if plan.wrapper.get("backward_layer"):
+            backward = getattr(k.layers, KERAS_CLASS_NAME[plan.kind])(**_plain_keras_config(plan.kind, plan.cell_settings[1]))
+        layer = k.layers.Bidirectional(forward, merge_mode=plan.wrapper["merge_mode"], backward_layer=backward, name=name)
+    elif layer_info.class_name == "RNN":
+        cells = []
+        for cell, settings in zip(layer_info.cells, plan.cell_settings):
+            cell_config = _plain_keras_config(cell.kind, settings)
+            for key in ("return_sequences", "return_state", "go_backwards", "name"):
+                cell_config.pop(key, None)
+            cells.append(getattr(k.layers, f"{KERAS_CLASS_NAME[cell.kind]}Cell")(**cell_config))
+        rnn = {key: plan.settings[key] for key in ("return_sequences", "return_state", "go_backwards") if key in plan.settings}
+        layer = k.layers.RNN(cells if len(cells) > 1 else cells[0], name=name, **rnn)
+    else:
+        config = _plain_keras_config(plan.kind, plan.settings)
+        config["name"] = name
+        layer = getattr(k.layers, KERAS_CLASS_NAME[plan.kind])(**config)
+    dtype = plan.cell_settings[0]["dtype"]
+    inputs = k.Input((None, layer_info.input_dim), dtype=dtype)
+    model = k.Model(inputs, layer(inputs))
+    stored = [array for cell in layer_info.cells for array in cell.arrays]
+    if handle.major == 2 and file.layout == "weights" and layer_info.path == layer_info.name:
+        model.load_weights(file.path, by_name=True)
+        return layer, "loaded by Keras (load_weights by_name)"
+    if handle.major == 2:
+        hdf5_format = importlib.import_module(f"{handle.package}.src.saving.legacy.hdf5_format")
+        converted = hdf5_format.preprocess_weights_for_loading(layer, stored, file.keras_version, file.backend)
+        layer.set_weights(converted)
+        return layer, "converted by Keras's loading conversion from the stored arrays"
+    layer.set_weights(stored)
+    return layer, "the stored arrays, which Keras 3 loads unchanged"

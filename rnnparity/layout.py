@@ -325,3 +325,62 @@ def from_torch(state_dict: dict[str, Any], kind: str) -> Any:
 
     result = [(one(f"l{k}"), one(f"l{k}_reverse")) if bidirectional else one(f"l{k}") for k in layers]
     return result[0] if len(result) == 1 else result
+
+
+# ---------------------------------------------------------------------------- cuDNN (Keras 2)
+
+# Keras 2's GPU-only layers and the plain layer that computes the same function on any device.
+CUDNN_CLASSES = {"CuDNNLSTM": "lstm", "CuDNNGRU": "gru"}
+CUDNN_EQUIVALENT = {
+    "CuDNNLSTM": "LSTM(activation='tanh', recurrent_activation='sigmoid')",
+    "CuDNNGRU": "GRU(activation='tanh', recurrent_activation='sigmoid', reset_after=True)",
+}
+
+
+def from_cudnn(weights: Any, kind: str) -> list[np.ndarray]:
+    """Keras weights of a plain ``LSTM`` / ``GRU(reset_after=True)`` from those of Keras 2's
+    ``CuDNNLSTM`` / ``CuDNNGRU``, exactly as Keras converts them when it loads such weights
+    into the plain layer (same values, bit for bit; the arrays keep their dtype).
+
+    The cuDNN layers keep Keras's shapes and gate order (LSTM ``i, f, c, o``; GRU ``z, r, h``)
+    but hand cuDNN the raw buffer of each gate's block, which cuDNN reads as a row-major
+    ``(units, rows)`` matrix ``W`` and applies as ``W @ x``. The plain layer computes
+    ``x @ K``, so each block becomes ``W.T``:
+
+    * a kernel block ``(input_dim, units)`` is its own numbers re-read as ``(units, input_dim)``,
+      then transposed — a reshuffle, not a plain transpose, unless ``input_dim == units``;
+    * a recurrent block ``(units, units)`` is transposed;
+    * ``CuDNNLSTM``'s bias ``(8 * units,)`` holds an input bias and a recurrent bias for the
+      four gates; ``LSTM`` has one bias, their sum (rounded in the stored dtype);
+    * ``CuDNNGRU``'s bias ``(6 * units,)`` is ``GRU(reset_after=True)``'s ``(2, 3 * units)``
+      read row by row: row 0 the input bias, row 1 the recurrent bias.
+    """
+    kind = _check_kind(kind)
+    if kind not in ("lstm", "gru"):
+        raise ValueError(f"kind must be 'lstm' (CuDNNLSTM) or 'gru' (CuDNNGRU); got {kind!r}")
+    name = "CuDNNLSTM" if kind == "lstm" else "CuDNNGRU"
+    if isinstance(weights, np.ndarray) or not isinstance(weights, (list, tuple)) or len(weights) != 3:
+        given = f"{len(weights)} arrays" if isinstance(weights, (list, tuple)) else type(weights).__name__
+        raise ValueError(f"weights must be [kernel, recurrent_kernel, bias] of a {name} (it always has a bias); got {given}")
+    kernel, recurrent, bias = (np.asarray(w) for w in weights)
+    gates = len(GATE_ORDER[kind])
+    if recurrent.ndim != 2 or recurrent.shape[1] != gates * recurrent.shape[0]:
+        raise ValueError(f"recurrent_kernel has shape {recurrent.shape}; a {name} has (units, {gates} * units)")
+    units = recurrent.shape[0]
+    if kernel.ndim != 2 or kernel.shape[1] != gates * units:
+        raise ValueError(f"kernel has shape {kernel.shape}; a {name} with units={units} has (input_dim, {gates * units})")
+    if bias.shape != (2 * gates * units,):
+        raise ValueError(f"bias has shape {bias.shape}; a {name} with units={units} has ({2 * gates * units},)")
+    input_dim = kernel.shape[0]
+    kernel_blocks, recurrent_blocks = [], []
+    for gate in GATE_ORDER[kind]:
+        cols = gate_slice(kind, gate, units)
+        kernel_blocks.append(np.ascontiguousarray(kernel[:, cols]).reshape(units, input_dim).T)
+        recurrent_blocks.append(recurrent[:, cols].T)
+    width = gates * units
+    plain_bias = bias[:width] + bias[width:] if kind == "lstm" else bias.reshape(2, width)
+    return [
+        np.ascontiguousarray(np.concatenate(kernel_blocks, axis=1)),
+        np.ascontiguousarray(np.concatenate(recurrent_blocks, axis=1)),
+        np.ascontiguousarray(plain_bias),
+    ]

@@ -5,13 +5,16 @@ Steps, each its own function:
 1. :func:`read_model_file` reads the stored config *without Keras*: ``config.json`` and
    ``metadata.json`` from a ``.keras`` archive, or the ``model_config`` / ``keras_version``
    attributes of an HDF5 file. The Keras that wrote the file picks the Keras that loads it
-   (``keras_version`` 2.x: ``tf_keras``; 3.x: ``keras``), never the file name.
+   (``keras_version`` 2.x: ``tf_keras``; 3.x: ``keras``), never the file name. ``CuDNNLSTM``
+   and ``CuDNNGRU`` (GPU-only) are replaced by the plain layers that compute the same
+   (:func:`rnnparity.legacy.plain_model_config`) and Keras converts their weights on loading.
 2. :func:`scan_config` refuses, before anything is deserialized, ``Lambda`` layers (whose
    stored code ``tf_keras`` would run even in safe mode), serialized Python functions, and
    any class that is not one of the loading Keras's own.
 3. :func:`load_model` loads it with ``compile=False`` (and ``safe_mode=True``).
 4. :func:`make_inputs` builds a seeded random batch (or takes the user's arrays). Axes of
-   unknown size get ``batch_size`` / ``timesteps``; integer inputs draw token ids below the
+   unknown size get ``batch_size`` (axis 0), ``timesteps`` (axis 1) and ``DEFAULT_OTHER_SIZE``
+   (any other axis); integer inputs draw token ids below the
    smallest ``Embedding`` vocabulary with right padding of id 0 in some rows, and when the
    model has a ``Masking`` layer, padded steps of float inputs hold its ``mask_value`` so
    masks are exercised.
@@ -19,6 +22,14 @@ Steps, each its own function:
    exactly what Keras gave it (input, mask, initial state) and what it returned, after a
    twin has been built from the layer by :func:`rnnparity.from_keras`; the twin then runs on
    the same arrays and every output and state is compared.
+
+For an HDF5 file, every recurrent layer's weights are also read without Keras
+(:mod:`rnnparity.legacy`) and must equal, bit for bit, what Keras loaded.
+
+A weights-only file (``save_weights``: legacy ``.h5`` or ``*.weights.h5``) has no model to
+run: :func:`verify_weights` checks each recurrent layer on its own, its twin from
+:func:`rnnparity.legacy.twin_from_weights` against the Keras layer that Keras loads the same
+weights into.
 
 Loading problems raise :class:`ModelFileError` (the CLI's exit 2).
 """
@@ -39,6 +50,8 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 DEFAULT_BATCH_SIZE = 2
 DEFAULT_TIMESTEPS = 8
 DEFAULT_SEED = 0
+# Any other input axis of unknown size (an image axis inside TimeDistributed, ...).
+DEFAULT_OTHER_SIZE = 8
 
 # Layer classes the twins cover (from_keras), and recurrent classes they do not.
 TWINNED_CLASSES = ("LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional")
@@ -46,8 +59,6 @@ UNSUPPORTED_RECURRENT = {
     "ConvLSTM1D": "convolutional recurrent layers have no twin",
     "ConvLSTM2D": "convolutional recurrent layers have no twin",
     "ConvLSTM3D": "convolutional recurrent layers have no twin",
-    "CuDNNLSTM": "CuDNNLSTM (Keras 1/2 GPU layer) has no twin yet",
-    "CuDNNGRU": "CuDNNGRU (Keras 1/2 GPU layer) has no twin yet",
 }
 # Class names that hold code, or values, rather than name a Keras class.
 REFUSED_CLASSES = {
@@ -69,6 +80,7 @@ class ModelFile:
     config: dict[str, Any]
     keras_version: str | None
     flavor: str  # "keras3" or "tf-keras"
+    replaced: list[str] = field(default_factory=list)  # CuDNN layers loaded as their plain equivalents
 
 
 def read_model_file(path: str | os.PathLike[str]) -> ModelFile:
@@ -103,23 +115,43 @@ def _read_archive(file: Path) -> ModelFile:
     return ModelFile(str(file), "keras", _require_dict(config, file), version, _flavor_of(version, default="keras3"))
 
 
-def _read_hdf5(file: Path) -> ModelFile:
+def is_weights_only(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is an HDF5 file of weights without a model (``save_weights``)."""
+    from rnnparity import legacy
+
+    file = Path(path)
+    if not file.is_file() or not legacy.is_hdf5(file):
+        return False
+    h5py = _h5py()
+    try:
+        with h5py.File(file, "r") as h5:
+            return "model_config" not in h5.attrs
+    except OSError:
+        return False  # read_model_file reports the corruption
+
+
+def _h5py() -> Any:
     try:
         import h5py
     except ImportError:
-        raise ModelFileError("reading .h5 model files needs h5py (installed with TensorFlow / Keras)") from None
+        raise ModelFileError("reading .h5 files needs h5py: pip install 'rnnparity[h5]'") from None
+    return h5py
+
+
+def _read_hdf5(file: Path) -> ModelFile:
+    from rnnparity.legacy import _text
+
+    h5py = _h5py()
     try:
         with h5py.File(file, "r") as h5:
-            raw = h5.attrs.get("model_config")
-            version = h5.attrs.get("keras_version")
+            raw = _text(h5.attrs.get("model_config"))
+            version = _text(h5.attrs.get("keras_version"))
+            if version is None and "model_weights" in h5:
+                version = _text(h5["model_weights"].attrs.get("keras_version"))
     except OSError as exc:
         raise ModelFileError(f"{file}: corrupted HDF5 file ({exc})") from None
     if raw is None:
-        raise ModelFileError(f"{file} holds weights only (no model_config attribute); verify needs a whole saved model")
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8")
-    if isinstance(version, bytes):
-        version = version.decode("utf-8")
+        raise ModelFileError(f"{file} holds weights only (no model_config attribute); verify checks it layer by layer")
     try:
         config = json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -212,9 +244,17 @@ def load_model(model_file: ModelFile) -> tuple[Any, Any]:
         raise ModelFileError(
             f"{model_file.path} was written by Keras {model_file.keras_version}; loading it needs {wanted}: {exc}"
         ) from None
-    scan_config(model_file.config, known_class_names(handle.module) | keras_adapter.op_class_names(handle), "")
+    config = model_file.config
+    if model_file.format == "h5":
+        from rnnparity.legacy import plain_model_config
+
+        config, model_file.replaced = plain_model_config(config)
+    scan_config(config, known_class_names(handle.module) | keras_adapter.op_class_names(handle), "")
     try:
-        model = keras_adapter.load_saved_model(handle, model_file.path)
+        if model_file.replaced:
+            model = keras_adapter.load_model_from_config(handle, model_file.path, config)
+        else:
+            model = keras_adapter.load_saved_model(handle, model_file.path)
     except Exception as exc:  # Keras raises many types for unloadable files
         raise ModelFileError(f"{handle.describe()} could not load {model_file.path}: {_first_line(exc)}") from None
     return handle, model
@@ -266,14 +306,8 @@ def make_inputs(
         for axis, size in enumerate(spec.shape):
             if size is not None:
                 shape.append(size)
-            elif axis == 0:
-                shape.append(batch_size)
-            elif axis == 1:
-                shape.append(timesteps)
             else:
-                raise ModelFileError(
-                    f"input {spec.name!r} has shape {spec.shape}: axis {axis} has no size; pass the inputs with --inputs"
-                )
+                shape.append(batch_size if axis == 0 else timesteps if axis == 1 else DEFAULT_OTHER_SIZE)
         lengths = None
         if len(shape) >= 2 and shape[0] >= 2 and shape[1] >= 2:
             # Right padding: row 0 keeps every step, the others a random length >= 1.
@@ -327,6 +361,8 @@ class LayerResult:
     tolerance_used: float | None = None
     detail: str = ""
     calls: int = 0
+    file_weights: str = ""  # HDF5 files: whether the weights read without Keras equal Keras's ("identical")
+    assumptions: list[str] = field(default_factory=list)  # weights-only files: what the twin assumed
 
 
 @dataclass
@@ -338,6 +374,7 @@ class VerifyReport:
     other_layers: int
     seed: int | None
     exports: list[dict[str, Any]] = field(default_factory=list)
+    weights_only: bool = False  # each recurrent layer checked alone; there is no model to run
 
     @property
     def ok(self) -> bool:
@@ -548,9 +585,30 @@ def verify(
     timesteps: int = DEFAULT_TIMESTEPS,
     seed: int = DEFAULT_SEED,
     export_dir: str | None = None,
+    layers: list[str] | None = None,
+    overrides: dict[str | None, dict[str, Any]] | None = None,
 ) -> VerifyReport:
-    """Everything ``rnnparity verify`` does, returned as a report."""
+    """Everything ``rnnparity verify`` does, returned as a report. A weights-only file goes to
+    :func:`verify_weights` (``layers`` and ``overrides`` apply to those only)."""
+    if is_weights_only(path):
+        if inputs_path:
+            raise ModelFileError(
+                f"{path} holds weights only: each recurrent layer gets its own random input; --inputs is for whole models"
+            )
+        return verify_weights(
+            path,
+            layers=layers,
+            overrides=overrides,
+            batch_size=batch_size,
+            timesteps=timesteps,
+            seed=seed,
+            export_dir=export_dir,
+        )
     model_file = read_model_file(path)
+    if layers or overrides:
+        raise ModelFileError(
+            f"{path} is a whole model: it stores every layer's settings; --layer and --set are for weights-only files"
+        )
     handle, model = load_model(model_file)
     inputs = (
         read_inputs(inputs_path, model)
@@ -563,6 +621,8 @@ def verify(
         raise
     except Exception as exc:  # the model itself failed on these inputs
         raise ModelFileError(f"the model could not run on the inputs: {_first_line(exc)}") from None
+    if model_file.format == "h5":
+        check_file_weights(model_file.path, model, rows)
     report = VerifyReport(
         model=str(path),
         keras=handle.describe(),
@@ -581,9 +641,202 @@ def verify(
     return report
 
 
+def check_file_weights(path: str, model: Any, rows: list[LayerResult]) -> None:
+    """For each verified layer of an HDF5 model: the weights :mod:`rnnparity.legacy` reads (and
+    converts) without Keras must equal, bit for bit, those Keras loaded. A difference is a
+    MISMATCH; a layer the reader does not find is marked ``not read``."""
+    from rnnparity import keras_adapter, legacy
+
+    try:
+        file = legacy.read_weights_file(path)
+    except (legacy.WeightsFileError, ValueError) as exc:
+        for row in rows:
+            row.file_weights = f"not read ({exc})"
+        return
+    keras_layers = {layer.name: layer for layer in _layers_of(model)}
+    for row in rows:
+        if row.status not in ("ok", "MISMATCH") or row.name not in keras_layers:
+            continue
+        try:
+            stored = file.layer(row.name)
+            plan = legacy.plan_twin(file, stored)
+        except (TypeError, ValueError) as exc:
+            row.file_weights = f"not read ({exc})"
+            continue
+        if stored.has_cudnn_weights:
+            row.type = _stored_type(stored)
+        loaded = [keras_adapter.to_numpy(w) for w in keras_layers[row.name].get_weights()]
+        difference = _weights_difference(plan.weights, loaded)
+        if difference:
+            row.file_weights = "DIFFER"
+            if row.status == "ok":
+                row.status = "MISMATCH"
+                row.detail = f"the weights rnnparity read from the file differ from those Keras loaded: {difference}"
+        else:
+            row.file_weights = "identical"
+
+
+def _weights_difference(ours: list[np.ndarray], keras: list[np.ndarray]) -> str:
+    """'' when both lists hold the same arrays bit for bit, else what differs first."""
+    if len(ours) != len(keras):
+        return f"{len(ours)} arrays read, Keras has {len(keras)}"
+    for index, (a, b) in enumerate(zip(ours, keras)):
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return f"array {index}: {a.dtype}{a.shape} read, Keras has {b.dtype}{b.shape}"
+        if not np.array_equal(a, b):
+            return f"array {index}: {int(np.sum(a != b))} of {a.size} values differ (max {float(np.max(np.abs(a - b))):.3g})"
+    return ""
+
+
+def verify_weights(
+    path: str,
+    *,
+    layers: list[str] | None = None,
+    overrides: dict[str | None, dict[str, Any]] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    timesteps: int = DEFAULT_TIMESTEPS,
+    seed: int = DEFAULT_SEED,
+    export_dir: str | None = None,
+) -> VerifyReport:
+    """Check every recurrent layer of a weights-only file on its own.
+
+    Each layer's twin comes from :func:`rnnparity.legacy.plan_twin` (settings the file does not
+    store: ``overrides[None]`` for every layer, ``overrides[name]`` for one, else the writer's
+    defaults), with ``return_sequences`` and ``return_state`` on so every output is compared.
+    The reference is a Keras layer with the same settings whose weights *Keras* loads from
+    the file (``load_weights(by_name=True)`` for a top-level layer of a legacy ``.h5``, Keras's
+    loading conversion otherwise; Keras 3 loads stored arrays unchanged). The weights must
+    be identical; then both run on a seeded random batch, once without and once with a
+    right-padded mask.
+    """
+    from rnnparity import keras_adapter, legacy
+
+    overrides = overrides or {}
+    try:
+        file = legacy.read_weights_file(path)
+        selected = [file.layer(name) for name in layers] if layers else list(file.layers)
+    except (legacy.WeightsFileError, ValueError, TypeError) as exc:
+        raise ModelFileError(str(exc)) from None
+    unknown = sorted(name for name in overrides if name is not None and name not in {layer.name for layer in file.layers})
+    if unknown:
+        raise ModelFileError(
+            f"--set names layer(s) {unknown} that are not recurrent layers of {path}: {[x.name for x in file.layers]}"
+        )
+    keras_major = overrides.get(None, {}).get("keras_version", file.writer.keras_major)
+    flavor = "tf-keras" if keras_major == 2 else "keras3"
+    try:
+        handle = keras_adapter.load_keras(flavor)
+    except ImportError as exc:
+        wanted = "tf-keras (Keras 2)" if flavor == "tf-keras" else "keras 3"
+        raise ModelFileError(f"{path} holds Keras {keras_major} weights; checking them needs {wanted}: {exc}") from None
+    plans = []
+    for_all = overrides.get(None, {})
+    unused = set(for_all) - {key for stored in selected for key in legacy.accepted_keys(stored)}
+    if unused:
+        raise ModelFileError(f"--set {sorted(unused)}: no checked layer takes it (a twin argument of none of them)")
+    for stored in selected:
+        applicable = {k: v for k, v in for_all.items() if k in legacy.accepted_keys(stored)}
+        config = {**applicable, **overrides.get(stored.name, {})}
+        if config.get("keras_version", keras_major) != keras_major:
+            raise ModelFileError(f"--set {stored.name}:keras_version: one run checks against one Keras; set it for every layer")
+        config.update(return_sequences=True, return_state=True, stateful=False, backend=handle.backend)
+        try:
+            plans.append(legacy.plan_twin(file, stored, config))
+        except (TypeError, ValueError) as exc:
+            raise ModelFileError(f"layer {stored.name!r}: {exc}") from None
+    rng = np.random.default_rng(seed)
+    rows: list[LayerResult] = []
+    captures: list[_Capture] = []
+    described_inputs = []
+    for plan in plans:
+        row, layer_captures, shape = _verify_one(handle, file, plan, rng, batch_size, timesteps)
+        rows.append(row)
+        captures.extend(layer_captures)
+        described_inputs.append({"name": plan.layer.name, "shape": list(shape), "dtype": plan.cell_settings[0]["dtype"]})
+    if not layers:
+        for name, reason in file.no_twin.items():
+            rows.append(LayerResult(name, "?", "", "skipped", detail=reason))
+    report = VerifyReport(
+        model=str(path),
+        keras=handle.describe(),
+        inputs=described_inputs,
+        layers=rows,
+        other_layers=len(file.others),
+        seed=seed,
+        weights_only=True,
+    )
+    if export_dir is not None:
+        from rnnparity.export import export_vectors
+
+        report.exports = export_vectors(export_dir, captures, report)
+    return report
+
+
+def _verify_one(
+    handle: Any, file: Any, plan: Any, rng: np.random.Generator, batch_size: int, timesteps: int
+) -> tuple[LayerResult, list[_Capture], tuple[int, ...]]:
+    from rnnparity import keras_adapter
+    from rnnparity.compare import compare
+    from rnnparity.known_differences import tolerance_for
+
+    stored = plan.layer
+    row = LayerResult(stored.name, _stored_type(stored), plan.summary, "ok", assumptions=[plan.description, *plan.assumptions])
+    try:
+        twin = plan.build()
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"layer {stored.name!r}: {exc}") from None
+    try:
+        keras_layer, how = keras_adapter.reference_layer(handle, plan, file)
+    except Exception as exc:  # Keras refused the layer or the weights
+        row.status, row.detail = "skipped", f"Keras could not build or load it: {_first_line(exc)}"
+        return row, [], (batch_size, timesteps, stored.input_dim)
+    loaded = [keras_adapter.to_numpy(w) for w in keras_layer.get_weights()]
+    difference = _weights_difference(twin.get_weights(), loaded)
+    row.file_weights = "DIFFER" if difference else "identical"
+    if difference:
+        row.status, row.detail = "MISMATCH", f"weights differ from those {how}: {difference}"
+    dtype = np.dtype(plan.cell_settings[0]["dtype"])
+    shape = (batch_size, timesteps, stored.input_dim)
+    inputs = rng.normal(0.0, 1.5, size=shape).astype(dtype)
+    lengths = rng.integers(1, timesteps + 1, size=batch_size)
+    lengths[0] = timesteps
+    mask = np.arange(timesteps)[None, :] < lengths[:, None]
+    rtol, atol = tolerance_for(dtype.name, handle.backend)
+    captures = []
+    worst_abs = worst_rel = worst_used = 0.0
+    for number, call_mask in enumerate((None, mask)):
+        try:
+            keras_result = keras_adapter.call_layer(handle, keras_layer, inputs, mask=call_mask)
+        except Exception as exc:  # Keras could not run the layer as configured
+            row.status, row.detail = "skipped", f"Keras could not run it: {_first_line(exc)}"
+            return row, [], shape
+        result = twin(inputs, mask=call_mask)
+        comparison = compare(keras_result, result, rtol=rtol, atol=atol, context=f"{stored.name} call {number}")
+        worst_abs, worst_rel = max(worst_abs, comparison.max_abs), max(worst_rel, comparison.max_rel)
+        worst_used = max(worst_used, comparison.tolerance_used)
+        if not comparison.ok and row.status == "ok":
+            row.status, row.detail = "MISMATCH", comparison.message
+        captures.append(_Capture(keras_layer, twin, inputs, call_mask, None, keras_result))
+    row.calls = 2
+    row.max_abs, row.max_rel, row.tolerance_used = worst_abs, worst_rel, worst_used
+    return row, captures, shape
+
+
+def _stored_type(stored: Any) -> str:
+    """``LSTM``; ``CuDNNLSTM as LSTM``; ``Bidirectional(CuDNNGRU as GRU)``."""
+    from rnnparity.layout import KERAS_CLASS_NAME
+
+    name = stored.saved_class or stored.class_name
+    if not stored.has_cudnn_weights:
+        return str(name)
+    plain = f"{stored.inner_class} as {KERAS_CLASS_NAME[stored.cells[0].kind]}"
+    return f"Bidirectional({plain})" if stored.class_name == "Bidirectional" else plain
+
+
 def format_table(report: VerifyReport) -> str:
-    """The per-layer table the CLI prints."""
-    header = ("layer", "type", "config", "max abs err", "max rel err", "status")
+    """The per-layer table the CLI prints (with a ``file weights`` column for HDF5 files)."""
+    with_file = any(row.file_weights for row in report.layers)
+    header = ("layer", "type", "config", "max abs err", "max rel err", *(("file weights",) if with_file else ()), "status")
     rows = [header]
     for row in report.layers:
         rows.append(
@@ -593,10 +846,12 @@ def format_table(report: VerifyReport) -> str:
                 row.summary,
                 "-" if row.max_abs is None else f"{row.max_abs:.3g}",
                 "-" if row.max_rel is None else f"{row.max_rel:.3g}",
+                *((row.file_weights.split(" (")[0] or "-",) if with_file else ()),
                 row.status + (f" ({row.detail})" if row.status == "skipped" and row.detail else ""),
             )
         )
-    widths = [max(len(str(r[i])) for r in rows) for i in range(5)] + [0]  # the status column is last, unpadded
+    columns = len(header) - 1
+    widths = [max(len(str(r[i])) for r in rows) for i in range(columns)] + [0]  # the status column is last, unpadded
     lines = ["  ".join(str(value).ljust(width) for value, width in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths[:5]) + "  ------")
+    lines.insert(1, "  ".join("-" * w for w in widths[:columns]) + "  ------")
     return "\n".join(lines)
