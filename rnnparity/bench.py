@@ -213,6 +213,7 @@ def environment(handle: Any) -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "threads_env": {k: os.environ[k] for k in sorted(os.environ) if k.endswith("_NUM_THREADS")},
+        "load_average_1min": _load_average(),
     }
     try:
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
@@ -225,6 +226,27 @@ def environment(handle: Any) -> dict[str, Any]:
 
         env["tensorflow"] = keras_adapter.tensorflow_version()
     return env
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
+def load_warning() -> str | None:
+    """A warning when other work keeps the cores busy: multi-threaded BLAS calls then wait
+    for descheduled threads, and a NumPy loop of many small matmuls can slow down a
+    hundredfold, while TensorFlow's thread pool degrades gracefully."""
+    load, cores = _load_average(), os.cpu_count() or 1
+    if load is None or load < 0.5 * cores:
+        return None
+    return (
+        f"WARNING: load average {load} on {cores} cores: other work is running, so these timings are not "
+        "trustworthy (NumPy's BLAS threads stall on busy cores); rerun on a quiet machine, or with "
+        "OPENBLAS_NUM_THREADS=1 to keep the twin's matmuls on one thread"
+    )
 
 
 # The targets this benchmark exists to watch (see the README's performance section).
@@ -341,7 +363,9 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     text = args.json_path != "-"
     report = out if text else err
     report.write(f"rnnparity bench: {', '.join(f'{k}={v}' for k, v in environment(handle).items())}\n")
-    report.write(f"median of {args.repeats} interleaved calls each; Keras returns every timestep (return_sequences=True)\n\n")
+    report.write(f"median of {args.repeats} interleaved calls each; Keras returns every timestep (return_sequences=True)\n")
+    warning = load_warning()
+    report.write(f"{warning}\n\n" if warning else "\n")
     results: list[Result] = []
     for shape in shapes:
         for kind in kinds:
@@ -355,6 +379,9 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     report.write("\n" + format_table(results) + "\n\n")
     for line in target_lines(results, decodes):
         report.write(line + "\n")
+    warning = load_warning()
+    if warning:
+        report.write(warning + "\n")
     if args.json_path:
         payload = {
             "environment": environment(handle),
