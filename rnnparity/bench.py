@@ -280,11 +280,11 @@ def target_lines(results: list[Result], decodes: list[DecodeResult]) -> list[str
     return lines
 
 
-def format_table(results: list[Result]) -> str:
+def format_table(results: list[Result], markdown: bool = False) -> str:
     columns = [c for c in CONTENDERS if any(c in r.median_ms for r in results)]
     ratio_columns = [c for c in ("gemm_floor", "tf_function", "xla") if c in columns and "twin" in columns]
     header = ["layer", "shape", "dtype", *[f"{c} ms" for c in columns], *[f"twin/{c}" for c in ratio_columns]]
-    header += ["max |err|", "parity", "twin peak MiB"]
+    header += ["max abs err", "parity", "twin peak MiB"]
     rows = [header]
     for r in results:
         row = [KERAS_CLASS_NAME[r.kind], f"{r.shape} ({Shape(**r.dims).describe()})", r.dtype]
@@ -293,6 +293,10 @@ def format_table(results: list[Result]) -> str:
         parity = {None: "-", True: "ok", False: "MISMATCH"}[r.parity]
         row += ["-" if r.max_abs_error is None else f"{r.max_abs_error:.1e}", parity, f"{r.twin_peak_mib:.1f}"]
         rows.append(row)
+    if markdown:
+        lines = ["| " + " | ".join(row) + " |" for row in rows]
+        lines.insert(1, "|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|")
+        return "\n".join(lines)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -324,6 +328,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--keras", choices=["auto", "keras3", "tf-keras"], default="auto", help="which Keras to time (default auto)"
     )
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for a README or a PR)")
     parser.add_argument("--no-decode", action="store_true", help=f"skip the {DECODE_STEPS:,}-step decoding loop")
     parser.add_argument(
         "--json", dest="json_path", metavar="PATH", default=None, help="also write the results as JSON ('-' for stdout)"
@@ -376,7 +381,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     f"  {kind} {shape} {dtype}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in result.median_ms.items()) + "\n"
                 )
     decodes = [] if args.no_decode else [bench_decode(kind, dtype, SHAPES["small"]) for kind in kinds for dtype in dtypes]
-    report.write("\n" + format_table(results) + "\n\n")
+    report.write("\n" + format_table(results, markdown=args.markdown) + "\n\n")
     for line in target_lines(results, decodes):
         report.write(line + "\n")
     warning = load_warning()

@@ -47,9 +47,11 @@ def test_bench_reports_a_broken_twin(flavor: str, capsys: pytest.CaptureFixture[
 
 def test_bench_without_keras_contenders_needs_only_numpy(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["bench", "--shapes", "small", "--kinds", "simple_rnn", "--dtypes", "float32", "--repeats", "2"]
-    assert main([*args, "--contenders", "twin,gemm_floor"]) == 0
+    assert main([*args, "--contenders", "twin,gemm_floor", "--markdown"]) == 0
     out = capsys.readouterr().out
-    assert "twin/gemm_floor" in out and "decode: 10,000 simple_rnn cell steps" in out
+    assert "decode: 10,000 simple_rnn cell steps" in out
+    assert "| layer | shape | dtype | twin ms | gemm_floor ms | twin/gemm_floor |" in out
+    assert "| SimpleRNN | small (B1 T20 D64 H128) | float32 |" in out
     assert "keras=" not in out
 
 
