@@ -18,6 +18,7 @@ Hypothesis event, never compared at a wider tolerance.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,15 @@ def event(text: str) -> None:
 
 
 def check_layer_case(flavor: str, case: Case) -> None:
-    """Twin == Keras for ``case`` (or Keras still fails where the table says it fails)."""
+    """Twin == Keras for ``case`` (or Keras still fails where the table says it fails).
+
+    float32 is decided to rounding only, so a float32 configuration that cannot decide parity
+    is replayed in float64, where it must pass: one that fails ``parity.conditioning`` (the
+    twin's own float32 rounding exceeds half the tolerance), and one whose mismatch is
+    Keras's own float32 rounding exceeding the other half — Keras's float32 result within the
+    float32 tolerance of the float64 twin (seen: GRU, stateful + go_backwards + mask, at 0.7x
+    and 0.87x, against the float32 twin's 0.35x and 0.39x, in opposite directions). Either is
+    counted as a Hypothesis event; nothing is compared at a wider tolerance."""
     handle = keras_handle(flavor)
     failure = expected_keras_failure(case.to_dict(), handle.environment)
     if failure is not None:
@@ -64,9 +73,19 @@ def check_layer_case(flavor: str, case: Case) -> None:
             return
         pytest.fail(f"known Keras failure {failure.id} no longer happens ({handle.describe()}): update the table")
     if not parity.conditioning(case).ok:
-        event(f"{case.dtype} configuration rejected: ill-conditioned (fails parity.conditioning)")
+        if case.dtype == "float32":
+            event("float32 undecidable (twin's float32 rounding): replayed in float64")
+            check_layer_case(flavor, replace(case, dtype="float64"))
+            return
+        event("float64 configuration rejected: ill-conditioned (fails parity.conditioning)")
         reject()
     result = parity.run_case(case, handle)
+    if not result.ok and case.dtype == "float32":
+        against_float64 = parity.run_case(case, handle, twin_overrides={"dtype": "float64"})
+        if against_float64.ok:
+            event("float32 undecidable (Keras's float32 rounding): replayed in float64")
+            check_layer_case(flavor, replace(case, dtype="float64"))
+            return
     event(f"{case.kind} {case.dtype}")
     assert result.ok, f"{result.message}\nconfiguration: {case!r}\nreproduce: {reproducer(case, flavor)}"
 
@@ -154,13 +173,22 @@ def check_composition_case(flavor: str, case: CompositionCase) -> None:
     low, high = (_twin_composition(case, dtype, handle.major, "numpy", data.weights) for dtype in ("float32", "float64"))
     arguments = {"initial_state": data.initial_state, "mask": data.mask}
     if not parity.compare_conditioning(low(data.inputs, **arguments), high(data.inputs, **arguments), case.dtype).ok:
-        event(f"{case.dtype} composition rejected: ill-conditioned (fails parity.conditioning)")
+        # As for layers (check_layer_case): an undecidable float32 case is replayed in float64.
+        if case.dtype == "float32":
+            event("float32 undecidable (twin's float32 rounding): replayed in float64")
+            check_composition_case(flavor, replace(case, dtype="float64"))
+            return
+        event("float64 composition rejected: ill-conditioned (fails parity.conditioning)")
         reject()
     expected = keras_adapter.call_layer(handle, keras_layer, data.inputs, data.initial_state, data.mask)
     rtol, atol = tolerance_for(case.dtype, handle.backend)
     reproduce = f"\nconfiguration: {case!r}\nreproduce: {composition_reproducer(case, flavor)}"
     twin = _twin_composition(case, case.dtype, handle.major, handle.backend, data.weights)
     result = compare(expected, twin(data.inputs, **arguments), dtype=case.dtype, rtol=rtol, atol=atol)
+    if not result.ok and case.dtype == "float32" and compare(expected, high(data.inputs, **arguments), dtype="float32").ok:
+        event("float32 undecidable (Keras's float32 rounding): replayed in float64")
+        check_composition_case(flavor, replace(case, dtype="float64"))
+        return
     assert result.ok, result.message + reproduce
     converted = rnnparity.from_keras(keras_layer)
     result = compare(expected, converted(data.inputs, **arguments), dtype=case.dtype, rtol=rtol, atol=atol, context="from_keras")
@@ -199,3 +227,31 @@ def test_keras2_refuses_a_listed_one_state_cell_state_with_a_mask(flavor: str) -
     bare = CompositionCase("rnn", 2, (lstm, gru), True, None, 2, 4, 3, True, True, "random", True, True, "float32", 1.5, 7)
     assert expected_keras_failure(bare.config(), keras_handle(flavor).environment) is None
     check_composition_case(flavor, bare)
+
+
+KERAS_ROUNDING_CASES = {
+    "keras3": Case(
+        "gru", 3, units=9, input_dim=8, timesteps=29, batch=5, activation="celu", use_bias=False, return_sequences=True,
+        go_backwards=True, stateful=True, mask="right_padded", input_scale=3.0, seed=80604,
+    ),
+    "tf-keras": Case(
+        "gru", 2, units=29, input_dim=1, timesteps=29, batch=2, activation="linear", use_bias=False, return_sequences=True,
+        go_backwards=True, stateful=True, mask="scattered", initial_state=True, input_scale=3.0, seed=29,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("flavor", FLAVORS)
+def test_keras_float32_rounding_can_use_more_than_half_the_tolerance(flavor: str) -> None:
+    """Found by the long fuzz: float32 cases that pass the conditioning guard (the twin's own
+    rounding within half the tolerance) yet miss Keras by 1.06x / 1.26x the tolerance, because
+    Keras's float32 result is 0.7x / 0.87x the tolerance from the float64 twin. They agree in
+    float64 to 5e-4x the tolerance: float32 rounding, not a difference in what is computed;
+    the fuzz replays such cases in float64. (Whether the float32 comparison itself fails
+    depends on the CPU's rounding, so it is not asserted.)"""
+    case = KERAS_ROUNDING_CASES[flavor]
+    handle = keras_handle(flavor)
+    assert parity.conditioning(case).ok
+    assert parity.run_case(case, handle, twin_overrides={"dtype": "float64"}).ok
+    assert parity.run_case(replace(case, dtype="float64"), handle).ok
+    check_layer_case(flavor, case)
