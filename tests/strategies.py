@@ -42,14 +42,16 @@ DTYPES = ("float32", "float64")
 WELL_CONDITIONED = ("tanh", "softsign", "sigmoid")
 
 
-# Not fuzzed as an activation (the matrix's activation sweep covers it with fixed seeds):
-# log_softmax is unbounded and mixes every unit of a row (x - logsumexp(x)), so through the
-# recurrence its values grow (to -4e4 in 27 steps, measured) and one rounding of the largest
-# unit lands on the smallest ones, past their relative tolerance. The long fuzz found an LSTM
-# at 2.8x the float64 and one at 3.9x the float32 tolerance this way, with the single op within
-# 4e-4x (float64) and 0.12x (float32) of TensorFlow's and float64 parity of the float32 case
-# holding; neither conditioning estimate predicts it.
-NOT_FUZZED = ("log_softmax",)
+# Not fuzzed as activations (the matrix's activation sweep covers them with fixed seeds):
+# through the recurrence their values grow without bound — exponential to 5e10 (float32) and
+# 4e11 (float64), log_softmax to -4e4 — while the next matmul (or log_softmax's
+# x - logsumexp(x)) mixes every unit, so one rounding of the largest value lands on the
+# smallest ones, past their relative tolerance. The long fuzz found four such cases at
+# 1.3x-3.9x the tolerance (LSTM and GRU, both dtypes, both Kerases), with the single ops
+# within 4e-4x (float64) and 0.12x (float32) of TensorFlow's and the float32 cases passing in
+# float64; neither conditioning estimate predicts them. Every other activation grows at most
+# linearly per step.
+NOT_FUZZED = ("exponential", "log_softmax")
 
 
 def activation_names(keras_version: int) -> list[str]:
