@@ -184,13 +184,19 @@ def squareplus(x: np.ndarray) -> np.ndarray:
 
 
 def sparsemax(x: np.ndarray) -> np.ndarray:
-    z = -np.sort(-x, axis=-1)
-    cumsum = np.cumsum(z, axis=-1)
-    k = np.arange(1, x.shape[-1] + 1, dtype=x.dtype)
-    support = z - (cumsum - 1) / k > 0
-    k_support = np.sum(support, axis=-1, keepdims=True).astype(x.dtype)
-    tau = (np.sum(np.where(support, cumsum, 0), axis=-1, keepdims=True) - 1) / k_support
-    return np.maximum(x - tau, 0)
+    # Keras 3's formula, oddities included. Sorted descending with NaN first, as TensorFlow's
+    # sort orders it: a row holding NaN (or inf) then has an empty support, tau = -1 / 0 = -inf,
+    # and the result is inf (NaN where the input was NaN), as Keras returns it. tau sums the
+    # cumulative sums over the support (not the one at its end), so the outputs need not sum
+    # to one: (0.5, 0.2, 0.1) -> (1/6, 0, 0) in Keras and here.
+    z = np.flip(np.sort(x, axis=-1), axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        cumsum = np.cumsum(z, axis=-1)
+        k = np.arange(1, x.shape[-1] + 1, dtype=x.dtype)
+        support = z - (cumsum - 1) / k > 0
+        k_support = np.sum(support, axis=-1, keepdims=True).astype(x.dtype)
+        tau = (np.sum(np.where(support, cumsum, 0), axis=-1, keepdims=True) - 1) / k_support
+        return np.maximum(x - tau, 0)
 
 
 def _sigmoid_in_place(x: np.ndarray) -> np.ndarray:

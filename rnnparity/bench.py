@@ -347,6 +347,13 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.repeats < 1:
         err.write(f"rnnparity bench: --repeats must be a positive integer; got {args.repeats}\n")
         return 2
+    if args.json_path and args.json_path != "-":
+        from rnnparity.cli import writable_file_problem
+
+        problem = writable_file_problem(args.json_path)
+        if problem:  # checked before minutes of timing, not after
+            err.write(f"rnnparity bench: cannot write --json {args.json_path}: {problem}\n")
+            return 2
     handle = None
     if any(c in KERAS_CONTENDERS for c in contenders):
         from rnnparity import keras_adapter

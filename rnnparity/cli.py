@@ -10,7 +10,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import numpy as np
 
@@ -23,8 +23,42 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block): ``rnnparity verify: error: ... (see
+    rnnparity verify --help)`` and exit code 2. Subcommand parsers inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def writable_file_problem(path: str) -> str | None:
+    """Why ``path`` cannot be written as a file (None if it can). Creates it empty if absent,
+    as the command will write it anyway; never truncates an existing file."""
+    if os.path.isdir(path):
+        return "it is a directory"
+    try:
+        open(path, "a", encoding="utf-8").close()
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    return None
+
+
+def writable_directory_problem(path: str) -> str | None:
+    """Why ``path`` cannot be used (or created) as an output directory (None if it can)."""
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            return "it exists and is not a directory"
+        return None if os.access(path, os.W_OK) else "the directory is not writable"
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{parent} is not a directory"
+    return None if os.access(parent, os.W_OK) else f"{parent} is not writable"
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rnnparity",
         description="Prove that the NumPy twins compute what the installed Keras computes.",
     )
@@ -180,8 +214,18 @@ def run_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if value is not None and value < 1:
             err.write(f"rnnparity verify: --{name.replace('_', '-')} must be a positive integer; got {value}\n")
             return EXIT_ERROR
+    if args.seed is not None and args.seed < 0:
+        err.write(f"rnnparity verify: --seed must be a non-negative integer; got {args.seed}\n")
+        return EXIT_ERROR
     if args.inputs and any(v is not None for v in (args.timesteps, args.batch_size, args.seed)):
         err.write("rnnparity verify: --inputs gives the inputs; --timesteps, --batch-size and --seed shape random ones\n")
+        return EXIT_ERROR
+    # Output paths are checked before the model is loaded and run, not after.
+    if args.json_path and (problem := writable_file_problem(args.json_path)):
+        err.write(f"rnnparity verify: cannot write --json {args.json_path}: {problem}\n")
+        return EXIT_ERROR
+    if args.export and (problem := writable_directory_problem(args.export)):
+        err.write(f"rnnparity verify: cannot write --export {args.export}: {problem}\n")
         return EXIT_ERROR
     try:
         overrides = parse_overrides(args.overrides)
@@ -201,6 +245,9 @@ def run_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
     except verify.ModelFileError as exc:
         err.write(f"rnnparity verify: {exc}\n")
+        return EXIT_ERROR
+    except OSError as exc:  # writing --export failed after all (disk full, a race)
+        err.write(f"rnnparity verify: cannot write --export {args.export}: {exc.strerror or exc}\n")
         return EXIT_ERROR
     out.write(f"rnnparity {rnnparity.__version__} verify {report.model}\n")
     out.write(f"Keras: {report.keras}\n")
@@ -230,9 +277,13 @@ def run_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.export:
         out.write(f"test vectors: {len(report.exports)} call(s) written to {args.export} (index.json)\n")
     if args.json_path:
-        with open(args.json_path, "w") as handle:
-            json.dump(report.to_dict(), handle, indent=2)
-            handle.write("\n")
+        try:
+            with open(args.json_path, "w", encoding="utf-8") as handle:
+                json.dump(report.to_dict(), handle, indent=2)
+                handle.write("\n")
+        except OSError as exc:
+            err.write(f"rnnparity verify: cannot write --json {args.json_path}: {exc.strerror or exc}\n")
+            return EXIT_ERROR
     verified = [row for row in report.layers if row.status == "ok"]
     if report.ok:
         out.write(f"PARITY HOLDS for {len(verified)} recurrent layer(s)")
@@ -485,6 +536,13 @@ def run_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from rnnparity import keras_adapter, matrix, parity, report
     from rnnparity.known_differences import expected_keras_failure
 
+    if args.show_failures < 0:
+        err.write(f"rnnparity check: --show-failures must be 0 or more; got {args.show_failures}\n")
+        return EXIT_ERROR
+    # Checked before TensorFlow is imported: a bad path fails at once, in one line.
+    if args.json_path and (problem := writable_file_problem(args.json_path)):
+        err.write(f"rnnparity check: cannot write --json {args.json_path}: {problem}\n")
+        return EXIT_ERROR
     try:
         handle = keras_adapter.load_keras(args.keras)
     except ImportError as exc:
@@ -500,13 +558,6 @@ def run_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_ERROR
     out.write(f"{len(cases)} configurations\n")
     out.flush()
-
-    if args.json_path:
-        try:
-            open(args.json_path, "a", encoding="utf-8").close()
-        except OSError as exc:
-            err.write(f"rnnparity check: cannot write --json {args.json_path}: {exc.strerror or exc}\n")
-            return EXIT_ERROR
 
     progress = _Progress(len(cases), err)
     groups: dict[tuple[str, str], list[CaseResult]] = defaultdict(list)
@@ -549,7 +600,11 @@ def run_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(f"known Keras failure no longer happens, the table entry may be stale: {entry}\n")
     if args.json_path:
         options = {"keras": args.keras, "quick": args.quick, "select": args.select}
-        report.write_report(args.json_path, report.build_report(report.environment(handle), records, options))
+        try:
+            report.write_report(args.json_path, report.build_report(report.environment(handle), records, options))
+        except OSError as exc:
+            err.write(f"rnnparity check: cannot write --json {args.json_path}: {exc.strerror or exc}\n")
+            return EXIT_ERROR
         out.write(f"report written to {args.json_path}\n")
     verdict = "PARITY HOLDS" if not failures else "PARITY BROKEN"
     passed = len(cases) - len(failures) - len(known_failures)
@@ -587,6 +642,14 @@ def run_diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from rnnparity import report
     from rnnparity.known_differences import KNOWN_DIFFERENCES
 
+    for name in ("rtol", "atol"):
+        value = getattr(args, name)
+        if value is not None and not (np.isfinite(value) and value >= 0):
+            err.write(f"rnnparity diff: --{name} must be a finite number >= 0; got {value}\n")
+            return EXIT_ERROR
+    if args.show < 0:
+        err.write(f"rnnparity diff: --show must be 0 or more; got {args.show}\n")
+        return EXIT_ERROR
     try:
         old, new = report.load_report(args.old), report.load_report(args.new)
     except report.ReportError as exc:
@@ -649,7 +712,11 @@ def run_diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        # Name the command the stray arguments were given to, not just "rnnparity".
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
     if args.command == "check":
         return run_check(args, sys.stdout, sys.stderr)
     if args.command == "diff":

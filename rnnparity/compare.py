@@ -148,7 +148,7 @@ def compare_arrays(
         rel = np.where(special | (diff == 0), 0.0, diff / np.abs(k))
         rel = np.where(np.isnan(rel), np.inf, rel)
         allowed = atol_ + rtol_ * np.where(np.isfinite(k), np.abs(k), 0.0)
-        ratio = diff / allowed
+        ratio = np.where(diff == 0, 0.0, diff / allowed)  # exact equality passes even at zero tolerance
     max_abs = float(np.max(diff))
     max_rel = float(np.max(rel))
     worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)

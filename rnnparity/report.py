@@ -166,10 +166,46 @@ def load_report(path: str) -> dict[str, Any]:
     if not isinstance(cases, list) or not isinstance(report.get("environment"), dict):
         raise ReportError(f"{path}: report has no 'cases' list or no 'environment'")
     required = ("id", "config", "inputs_sha256", "weights_sha256", "outputs_sha256", "outputs_sample")
+    seen: set[str] = set()
     for index, record in enumerate(cases):
         if not isinstance(record, dict) or any(key not in record for key in required):
             raise ReportError(f"{path}: case #{index} lacks one of {list(required)}")
+        problem = _record_problem(record)
+        if problem:
+            raise ReportError(f"{path}: case #{index} is malformed: {problem}")
+        if record["id"] in seen:
+            raise ReportError(f"{path}: case id {record['id']!r} appears twice")
+        seen.add(record["id"])
     return report
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _record_problem(record: dict[str, Any]) -> str | None:
+    """What is wrong with the types of one case record (None if nothing): everything diff reads."""
+    if not isinstance(record["id"], str):
+        return f"'id' must be a string; got {type(record['id']).__name__}"
+    if not isinstance(record["config"], dict):
+        return f"'config' must be an object; got {type(record['config']).__name__}"
+    for key in ("inputs_sha256", "weights_sha256", "outputs_sha256"):
+        if not isinstance(record[key], str):
+            return f"{key!r} must be a string; got {type(record[key]).__name__}"
+    dtype = record["config"].get("dtype", "float32")
+    if dtype not in ("float32", "float64"):
+        return f"config 'dtype' must be 'float32' or 'float64'; got {dtype!r}"
+    sample = record["outputs_sample"]
+    if not isinstance(sample, dict) or any(key not in sample for key in ("total", "indices", "values")):
+        return "'outputs_sample' must be an object with 'total', 'indices' and 'values'"
+    total, indices, values = sample["total"], sample["indices"], sample["values"]
+    if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+        return f"'outputs_sample.total' must be a non-negative integer; got {total!r}"
+    if not isinstance(indices, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
+        return "'outputs_sample.indices' must be a list of integers"
+    if not isinstance(values, list) or not all(_is_number(v) for v in values) or len(values) != len(indices):
+        return "'outputs_sample.values' must be a list of numbers, one per index"
+    return None
 
 
 @dataclass

@@ -140,7 +140,8 @@ def _as_float_array(value: ArrayLike, dtype: np.dtype, argument: str) -> np.ndar
         raise TypeError(f"{argument} must be a numeric array; could not convert it: {exc}") from None
     if array.dtype.kind not in "biuf":
         raise TypeError(f"{argument} must hold real numbers; got dtype {array.dtype}")
-    return np.array(array, dtype=dtype, order="C", copy=True)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, as Keras casts it
+        return np.array(array, dtype=dtype, order="C", copy=True)
 
 
 class Cell:

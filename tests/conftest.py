@@ -1,4 +1,5 @@
-"""Shared fixtures: which Keras flavours are installed, cached handles, the report header."""
+"""Shared fixtures: which Keras flavours are installed, cached handles, the report header,
+the Hypothesis profiles, and a guard that no test leaks global NumPy/Keras state."""
 
 from __future__ import annotations
 
@@ -7,10 +8,25 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
+import sys
+from collections.abc import Iterator
 
+import numpy as np
 import pytest
+from hypothesis import settings
 
 from rnnparity import keras_adapter
+
+# Hypothesis profiles. "rnnparity-quick" (the default run): few examples per property,
+# derandomized (the same examples every run, on every machine), no example database, and a
+# reproducer blob printed on failure. "rnnparity-fuzz" (nightly): random examples, many of
+# them (RNNPARITY_FUZZ_EXAMPLES, default 10,000). Select with --hypothesis-profile=NAME or
+# RNNPARITY_HYPOTHESIS_PROFILE=NAME. The Keras fuzz tests marked ``fuzz`` take their example
+# count from RNNPARITY_FUZZ_EXAMPLES whatever the profile (see tests/test_fuzz.py).
+FUZZ_EXAMPLES = int(os.environ.get("RNNPARITY_FUZZ_EXAMPLES", "10000"))
+settings.register_profile("rnnparity-quick", max_examples=40, derandomize=True, database=None, deadline=None, print_blob=True)
+settings.register_profile("rnnparity-fuzz", max_examples=FUZZ_EXAMPLES, derandomize=False, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("RNNPARITY_HYPOTHESIS_PROFILE", "rnnparity-quick"))
 
 FLAVOR_MAJOR = {"keras3": 3, "tf-keras": 2}
 
@@ -62,3 +78,58 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"rnnparity suite: python {platform.python_version()}; parity against "
         f"{', '.join(used) if used else 'no Keras (parity cases skip)'}"
     ]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``fuzz`` (the long Hypothesis profile) run only when asked for with
+    ``-m fuzz`` (or any -m expression naming fuzz); otherwise they are deselected."""
+    if "fuzz" in (config.getoption("markexpr") or ""):
+        return
+    long_running = [item for item in items if item.get_closest_marker("fuzz")]
+    if long_running:
+        config.hook.pytest_deselected(items=long_running)
+        items[:] = [item for item in items if not item.get_closest_marker("fuzz")]
+
+
+# Environment variables that select what the suite and Keras do; a test that changes one
+# without restoring it would change every test after it in the same process.
+_WATCHED_ENVIRONMENT = ("RNNPARITY_KERAS", "TF_USE_LEGACY_KERAS", "KERAS_BACKEND", "TF_ENABLE_ONEDNN_OPTS", "JAX_ENABLE_X64")
+
+
+def _global_state() -> dict[str, object]:
+    state: dict[str, object] = {"numpy error handling": np.geterr()}
+    state.update({f"${name}": os.environ.get(name) for name in _WATCHED_ENVIRONMENT})
+    # Only Kerases the test process has already imported (never import TensorFlow here).
+    keras = sys.modules.get("keras")
+    if keras is not None and str(getattr(keras, "__version__", "")).startswith("3."):
+        state["keras floatx"] = keras.config.floatx()
+        state["keras dtype policy"] = keras.config.dtype_policy().name
+    tf_keras = sys.modules.get("tf_keras")
+    if tf_keras is not None and hasattr(tf_keras, "mixed_precision"):
+        state["tf_keras floatx"] = tf_keras.backend.floatx()
+        state["tf_keras dtype policy"] = tf_keras.mixed_precision.global_policy().name
+    return state
+
+
+_KERAS_DEFAULTS = {
+    "keras floatx": "float32",
+    "keras dtype policy": "float32",
+    "tf_keras floatx": "float32",
+    "tf_keras dtype policy": "float32",
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_global_state_leaks() -> Iterator[None]:
+    """Each test must leave NumPy's error handling, the selecting environment variables and
+    Keras's global dtype settings as it found them (Keras's at their defaults), so results
+    never depend on which tests ran before in the same process (-n, random order, reruns)."""
+    before = _global_state()
+    yield
+    after = _global_state()
+    changed = {
+        key: (before.get(key, _KERAS_DEFAULTS.get(key)), value)
+        for key, value in after.items()
+        if value != before.get(key, _KERAS_DEFAULTS.get(key))
+    }
+    assert not changed, f"the test changed global state (before, after): {changed}"

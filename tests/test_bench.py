@@ -55,6 +55,12 @@ def test_bench_without_keras_contenders_needs_only_numpy(capsys: pytest.CaptureF
     assert "keras=" not in out
 
 
+def test_bench_refuses_an_unwritable_json_path_before_timing(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "missing-dir" / "bench.json"
+    assert main(["bench", "--contenders", "twin", "--json", str(target)]) == 2
+    assert f"cannot write --json {target}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
