@@ -62,3 +62,13 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"rnnparity suite: python {platform.python_version()}; parity against "
         f"{', '.join(used) if used else 'no Keras (parity cases skip)'}"
     ]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` (wider matrices) are deselected unless asked for: ``pytest -m slow``."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    slow = [item for item in items if "slow" in item.keywords]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if "slow" not in item.keywords]
