@@ -33,23 +33,26 @@ when the call used ``initial_state`` instead; when Keras 2 ignores a given ``ini
 (carried states non-zero), ``grads["initial_state"]`` is zeros. Gradients are in the layer's
 dtype. Only the TensorFlow backends' conventions are emulated (``backend="jax"`` is refused).
 
-Memory. The forward pass keeps per timestep only what the backward pass reads: the gates'
-pre-activations and references to the states the step started from, ``P`` arrays of
-``(batch, units)`` — LSTM 6 (4 gates, ``h_tm1``, ``c_tm1``; 7 at a partly masked step, where
-the new ``c`` is not the next step's ``c_tm1``), GRU 5 with ``reset_after`` (3 gates, the
-recurrent candidate ``h_tm1 @ U_h + br_h``, ``h_tm1``) else 4, SimpleRNN 2. With ``itemsize``
-bytes per number the peak is, within per-step temporaries that do not grow with ``T``::
+Memory. The forward pass keeps per timestep only what the backward pass reads, in buffers
+allocated for all ``T`` steps: the gates' pre-activations and the ``h`` each step started
+from (LSTM: and references to its ``c`` states), ``P`` arrays of ``(batch, units)`` — LSTM 6
+(4 gates, ``h_tm1``, ``c``; 7 at a partly masked step, where the new ``c`` is not the next
+step's ``c_tm1``), GRU 5 with ``reset_after`` (3 gates, the recurrent candidate
+``h_tm1 @ U_h + br_h``, ``h_tm1``) else 4, SimpleRNN 2. The reverse loop overwrites each
+step's pre-activations with their gradients; then the weights' and the inputs' gradients are
+matmuls over all timesteps, a projection chunk of them at a time (as the forward pass
+projects its inputs). With ``itemsize`` bytes per number the peak is, within per-step
+temporaries that do not grow with ``T``::
 
     itemsize * T * batch * (P * units + input_dim)     # the tape, and grads["inputs"]
-    + T * ~0.5 KiB                                     # each record's Python objects
+    + T * ~0.5 KiB                                     # each step's Python objects
     + one projection chunk                             # rnn.PROJECTION_CHUNK_BYTES, 16 MiB at most
 
 (plus copies of ``inputs`` and ``output_grads`` when they are not already in the layer's
-dtype). The output sequence is not kept (but for ``Bidirectional(merge_mode="mul")``, which
-needs it: ``+ itemsize * T * batch * units`` per direction). The backward pass frees each
-record once read, so it adds nothing that grows with ``T``. A ``StackedRNNCells`` keeps each
-cell's ``P`` and the input each later cell reads; a ``Bidirectional`` keeps both directions'
-tapes.
+dtype). The output sequence is not kept, but for ``Bidirectional(merge_mode="mul")``, which
+needs it (``+ itemsize * T * batch * units`` per direction). A ``StackedRNNCells`` keeps
+each cell's ``P`` and the input each later cell reads (``T * batch * its input_dim``); a
+``Bidirectional`` keeps both directions' tapes.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ from rnnparity.bidirectional import Bidirectional, _cast_nested
 from rnnparity.gru import GRUCell
 from rnnparity.layout import gate_slice
 from rnnparity.lstm import LSTMCell
-from rnnparity.rnn import Cell, RecurrentLayer, _as_float_array, flatten_nested, run_time_loop
+from rnnparity.rnn import Cell, RecurrentLayer, _as_float_array, flatten_nested, projection_chunk, run_time_loop
 from rnnparity.simple_rnn import SimpleRNNCell
 from rnnparity.stacked import StackedRNNCells
 
@@ -80,37 +83,80 @@ def _values(function: Any, x: np.ndarray) -> np.ndarray:
 
 # ============================================================================ per-cell steps
 class _CellTape:
-    """One cell's recorded step and its reverse; accumulates the cell's weight gradients
-    gate-major, as the cell stores its weights (``(gates, rows, units)`` in ``step_order``)."""
+    """One cell's recorded steps and their reverse.
+
+    The record lives in buffers allocated for all ``T`` steps, time-major and indexed by each
+    step's timestep ``t``: ``pre[:, t]`` holds the step's gate pre-activations, gate-major in
+    the cell's ``step_order`` (``(blocks, T, batch, units)``), and ``h_tm1[t]`` the ``h`` the
+    step started from. The reverse step overwrites ``pre[:, t]`` with the gradients of those
+    pre-activations and returns the gradients of the states the step started from; after the
+    loop, :meth:`finish` turns the buffers into the weights' (and the inputs') gradients with
+    matmuls over all timesteps, a chunk of them at a time, as the forward pass projects inputs.
+    """
+
+    blocks: int  # pre-activation blocks recorded per step (the gates, and GRU's recurrent candidate)
+    # (gates, blocks): which blocks of ``pre`` hold the gradient of ``h_tm1 @ recurrent_kernel``
+    # (plus recurrent bias) for which gates of the recurrent kernel.
+    recurrent_blocks: tuple[tuple[slice, slice], ...]
 
     def __init__(self, cell: Cell) -> None:
         self.cell = cell
         cell._require_built()
         assert cell._kernel_gates is not None and cell._recurrent_gates is not None
+        self.gates = len(cell.step_order)
         self.recurrent: np.ndarray = cell._recurrent_gates  # (gates, units, units)
         self.kernel_t = cell._kernel_gates.transpose(0, 2, 1)  # (gates, units, input_dim)
         self.recurrent_t = cell._recurrent_gates.transpose(0, 2, 1)
         self.d_kernel = np.zeros_like(cell._kernel_gates)
         self.d_recurrent = np.zeros_like(cell._recurrent_gates)
         self.d_input_bias = None if cell._input_bias_gates is None else np.zeros_like(cell._input_bias_gates[:, 0])
+        self.d_recurrent_bias: np.ndarray | None = None
         self.act = vjp_for(cell.activation, cell.activation_name, "activation")
         if cell.has_recurrent_activation:
             self.rec_act = vjp_for(cell.recurrent_activation, cell.recurrent_activation_name, "recurrent_activation")
+        self.pre = self.h_tm1 = np.empty((0, 0, 0, 0))
 
-    def forward(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], Record]:
+    def allocate(self, timesteps: int, batch: int) -> None:
+        units, dtype = self.cell.units, self.cell.dtype
+        self.pre = np.empty((self.blocks, timesteps, batch, units), dtype=dtype)
+        self.h_tm1 = np.empty((timesteps, batch, units), dtype=dtype)
+
+    def forward(self, t: int, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], Record]:
+        """The cell's step (its operations, in its order: the same bits), recorded at ``t``."""
         raise NotImplementedError
 
-    def backward(self, record: Record, d_output: np.ndarray, d_states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """``(d x_proj, d states the step started from)``; adds to the recurrent weights' grads."""
+    def backward(
+        self, t: int, record: Record, d_output: np.ndarray, d_states: list[np.ndarray]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """``(d x_proj, d states the step started from)``; ``d x_proj`` is ``pre[:gates, t]``."""
         raise NotImplementedError
 
-    def input_backward(self, inputs: np.ndarray, d_x_proj: np.ndarray) -> np.ndarray:
-        """Back through ``inputs @ kernel + input_bias``: adds to the kernel's (and the input
-        bias's) gradient and returns the gradient of ``inputs`` (``(batch, input_dim)``)."""
-        self.d_kernel += np.matmul(inputs.T, d_x_proj)
-        if self.d_input_bias is not None:
-            self.d_input_bias += d_x_proj.sum(axis=1)
-        return np.matmul(d_x_proj, self.kernel_t).sum(axis=0)
+    def _d_h_tm1(self, pre: np.ndarray) -> np.ndarray:
+        """The gradient reaching ``h_tm1`` through ``h_tm1 @ recurrent_kernel``."""
+        parts = [np.matmul(pre[blocks], self.recurrent_t[gates]).sum(axis=0) for gates, blocks in self.recurrent_blocks]
+        return parts[0] if len(parts) == 1 else sum(parts[1:], parts[0])
+
+    def finish(self, inputs: np.ndarray, d_inputs: np.ndarray | None) -> None:
+        """After the reverse loop: the weights' gradients, and ``d_inputs[:] =`` the gradient
+        of ``inputs`` (both time-major ``(T, batch, input_dim)``) when it is given."""
+        timesteps, batch, input_dim = inputs.shape
+        units = self.cell.units
+        chunk = projection_chunk(timesteps, batch, self.blocks * units, self.cell.dtype.itemsize)
+        for start in range(0, timesteps, chunk):
+            steps = slice(start, start + chunk)
+            x = np.ascontiguousarray(inputs[steps]).reshape(-1, input_dim)
+            d_x_proj = self.pre[: self.gates, steps].reshape(self.gates, -1, units)
+            self.d_kernel += np.matmul(x.T, d_x_proj)
+            if self.d_input_bias is not None:
+                self.d_input_bias += d_x_proj.sum(axis=1)
+            h_tm1 = self.h_tm1[steps].reshape(-1, units)
+            for gates, blocks in self.recurrent_blocks:
+                d_inner = self.pre[blocks, steps].reshape(blocks.stop - blocks.start, -1, units)
+                self.d_recurrent[gates] += np.matmul(h_tm1.T, d_inner)
+                if self.d_recurrent_bias is not None:
+                    self.d_recurrent_bias[gates] += d_inner.sum(axis=1)
+            if d_inputs is not None:
+                d_inputs[steps] = np.matmul(d_x_proj, self.kernel_t).sum(axis=0).reshape(-1, batch, input_dim)
 
     def _keras_layout(self, gates: np.ndarray) -> np.ndarray:
         """Gate-major ``(gates, ..., units)`` back to Keras's ``(..., gates * units)`` columns."""
@@ -120,44 +166,48 @@ class _CellTape:
             out[..., gate_slice(cell.kind, gate, cell.units)] = gates[index]
         return out
 
-    def _bias_grad(self) -> np.ndarray:
-        assert self.d_input_bias is not None
-        return self._keras_layout(self.d_input_bias)
-
     def weight_grads(self) -> list[np.ndarray]:
         grads = [self._keras_layout(self.d_kernel), self._keras_layout(self.d_recurrent)]
-        if self.cell.use_bias:
-            grads.append(self._bias_grad())
+        if self.d_input_bias is not None:
+            bias = self._keras_layout(self.d_input_bias)
+            if self.d_recurrent_bias is not None:  # GRU reset_after: rows input, recurrent
+                bias = np.stack([bias, self._keras_layout(self.d_recurrent_bias)])
+            grads.append(bias)
         return grads
 
 
 class _LSTMTape(_CellTape):
-    """Record: pre-activations ``(4, batch, units)`` in step order ``i, f, o, c``; ``h_tm1``,
-    ``c_tm1`` and the new ``c``."""
+    """Pre-activations of ``i, f, o, c`` (step order); the record keeps ``c_tm1`` and ``c``."""
 
     cell: LSTMCell
+    blocks = 4
+    recurrent_blocks = ((slice(0, 4), slice(0, 4)),)
 
-    def forward(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], Record]:
+    def forward(self, t: int, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], Record]:
         cell = self.cell
         h_tm1, c_tm1 = states
+        self.h_tm1[t] = h_tm1
         z = np.matmul(h_tm1, self.recurrent)
         z += x_proj
-        pre = z.copy()
-        # From here on, LSTMCell.recurrent_step's operations, in its order (the same bits).
+        self.pre[:, t] = z
         i, f, o = cell._recurrent_activation_in_place(z[:3])
         candidate = cell._activation_in_place(z[3])
         c = f * c_tm1
         c += np.multiply(i, candidate, out=i)
         h = o * cell.activation(c)
-        return h, [h, c], (pre, h_tm1, c_tm1, c)
+        return h, [h, c], (c_tm1, c)
 
-    def backward(self, record: Record, d_output: np.ndarray, d_states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    def backward(
+        self, t: int, record: Record, d_output: np.ndarray, d_states: list[np.ndarray]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
         cell = self.cell
-        pre, h_tm1, c_tm1, c = record
+        c_tm1, c = record
+        pre = self.pre[:, t]
         ifo = _values(cell.recurrent_activation, pre[:3])
         i, f, o = ifo
         candidate = _values(cell.activation, pre[3])
         activated_c = cell.activation(c)
+        # h = o * activation(c), c = f * c_tm1 + i * candidate
         dh = d_output + d_states[0]
         dc = d_states[1] + self.act(c, activated_c, dh * o)
         d_ifo = np.empty_like(ifo)
@@ -165,33 +215,36 @@ class _LSTMTape(_CellTape):
         np.multiply(dc, c_tm1, out=d_ifo[1])
         np.multiply(dh, activated_c, out=d_ifo[2])
         d_candidate = dc * i
-        dz = pre  # each step's record is read once: its buffer takes the gradients
-        dz[:3] = self.rec_act(pre[:3], ifo, d_ifo)
-        dz[3] = self.act(pre[3], candidate, d_candidate)
-        self.d_recurrent += np.matmul(h_tm1.T, dz)
-        dh_tm1 = np.matmul(dz, self.recurrent_t).sum(axis=0)
-        return dz, [dh_tm1, dc * f]
+        pre[:3] = self.rec_act(pre[:3], ifo, d_ifo)
+        pre[3] = self.act(pre[3], candidate, d_candidate)
+        return pre, [self._d_h_tm1(pre), dc * f]
 
 
 class _GRUTape(_CellTape):
-    """Record: pre-activations of ``z, r, h`` and, with ``reset_after``, the recurrent
-    candidate ``h_tm1 @ U_h + br_h`` (4th block); ``h_tm1``."""
+    """Pre-activations of ``z, r, h`` and, with ``reset_after``, the recurrent candidate
+    ``h_tm1 @ U_h + br_h`` before the reset gate multiplies it (a 4th block)."""
 
     cell: GRUCell
 
     def __init__(self, cell: Cell) -> None:
         assert isinstance(cell, GRUCell)
+        self.blocks = 4 if cell.reset_after else 3
+        # reset_before: the candidate's recurrent input is r * h_tm1, handled per step.
+        both = (slice(0, 2), slice(0, 2))
+        self.recurrent_blocks = (both, (slice(2, 3), slice(3, 4))) if cell.reset_after else (both,)
         super().__init__(cell)
-        self.d_recurrent_bias = np.zeros_like(self.d_input_bias) if cell.reset_after and cell.use_bias else None
+        if cell.reset_after and self.d_input_bias is not None:
+            self.d_recurrent_bias = np.zeros_like(self.d_input_bias)
 
-    def forward(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], Record]:
+    def forward(self, t: int, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], Record]:
         cell = self.cell
         (h_tm1,) = states
+        self.h_tm1[t] = h_tm1
+        pre = self.pre[:, t]
         recurrent = self.recurrent
         activation, recurrent_activation = cell._activation_in_place, cell._recurrent_activation_in_place
         # GRUCell.recurrent_step's operations, in its order, with the pre-activations kept.
         if cell.reset_after:
-            pre = np.empty((4, *h_tm1.shape), dtype=h_tm1.dtype)
             inner = np.matmul(h_tm1, recurrent)
             if cell._recurrent_bias_gates is not None:
                 inner += cell._recurrent_bias_gates
@@ -201,7 +254,6 @@ class _GRUTape(_CellTape):
             z, r = recurrent_activation(zr)
             x_h = np.add(x_proj[2], np.multiply(r, inner[2], out=inner[2]), out=x_proj[2])
         else:
-            pre = np.empty((3, *h_tm1.shape), dtype=h_tm1.dtype)
             zr = np.add(x_proj[:2], np.matmul(h_tm1, recurrent[:2]), out=x_proj[:2])
             pre[:2] = zr
             z, r = recurrent_activation(zr)
@@ -210,113 +262,109 @@ class _GRUTape(_CellTape):
         hh = activation(x_h)
         h = z * h_tm1
         h += np.multiply(1 - z, hh, out=hh)
-        return h, [h], (pre, h_tm1)
+        return h, [h], None
 
-    def backward(self, record: Record, d_output: np.ndarray, d_states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    def backward(
+        self, t: int, record: Record, d_output: np.ndarray, d_states: list[np.ndarray]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
         cell = self.cell
-        pre, h_tm1 = record
+        h_tm1, pre = self.h_tm1[t], self.pre[:, t]
         zr = _values(cell.recurrent_activation, pre[:2])
         z, r = zr
         hh = _values(cell.activation, pre[2])
-        dh = d_output + d_states[0]
         # h = z * h_tm1 + (1 - z) * hh
+        dh = d_output + d_states[0]
         d_zr = np.empty_like(zr)
         np.subtract(dh * h_tm1, dh * hh, out=d_zr[0])
         dz_h = self.act(pre[2], hh, dh * (1 - z))
         dh_tm1 = dh * z
         if cell.reset_after:
-            # x_h + r * inner_h, inner_h = h_tm1 @ U_h + br_h
+            # hh = activation(x_h + r * inner_h), inner_h = h_tm1 @ U_h + br_h
             np.multiply(dz_h, pre[3], out=d_zr[1])
-            d_inner_h = dz_h * r
+            pre[3] = dz_h * r
         else:
-            # x_h + (r * h_tm1) @ U_h
+            # hh = activation(x_h + (r * h_tm1) @ U_h)
             d_reset_h = dz_h @ self.recurrent_t[2]
             self.d_recurrent[2] += (r * h_tm1).T @ dz_h
             np.multiply(d_reset_h, h_tm1, out=d_zr[1])
             dh_tm1 += d_reset_h * r
-        d_x_proj = pre[:3]  # the record's buffer takes the gradients
-        d_x_proj[:2] = self.rec_act(pre[:2], zr, d_zr)
-        d_x_proj[2] = dz_h
-        if cell.reset_after:
-            pre[3] = d_inner_h
-            d_inner = pre[[0, 1, 3]]
-            self.d_recurrent += np.matmul(h_tm1.T, d_inner)
-            dh_tm1 += np.matmul(d_inner, self.recurrent_t).sum(axis=0)
-            if self.d_recurrent_bias is not None:
-                self.d_recurrent_bias += d_inner.sum(axis=1)
-        else:
-            self.d_recurrent[:2] += np.matmul(h_tm1.T, d_x_proj[:2])
-            dh_tm1 += np.matmul(d_x_proj[:2], self.recurrent_t[:2]).sum(axis=0)
-        return d_x_proj, [dh_tm1]
-
-    def _bias_grad(self) -> np.ndarray:
-        if self.d_recurrent_bias is None:
-            return super()._bias_grad()
-        assert self.d_input_bias is not None
-        return np.stack([self._keras_layout(self.d_input_bias), self._keras_layout(self.d_recurrent_bias)])
+        pre[:2] = self.rec_act(pre[:2], zr, d_zr)
+        pre[2] = dz_h
+        dh_tm1 += self._d_h_tm1(pre)
+        return pre[:3], [dh_tm1]
 
 
 class _SimpleRNNTape(_CellTape):
-    """Record: the pre-activation ``(1, batch, units)`` and ``h_tm1``."""
+    """The pre-activation of ``h``."""
 
     cell: SimpleRNNCell
+    blocks = 1
+    recurrent_blocks = ((slice(0, 1), slice(0, 1)),)
 
-    def forward(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], Record]:
-        cell = self.cell
+    def forward(self, t: int, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], Record]:
         (h_tm1,) = states
+        self.h_tm1[t] = h_tm1
         h = h_tm1 @ self.recurrent[0]
         h += x_proj[0]
-        pre = h[None].copy()
-        h = cell._activation_in_place(h)
-        return h, [h], (pre, h_tm1)
+        self.pre[0, t] = h
+        return self.cell._activation_in_place(h), [h], None
 
-    def backward(self, record: Record, d_output: np.ndarray, d_states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        cell = self.cell
-        pre, h_tm1 = record
-        dz = pre
-        dz[0] = self.act(pre[0], cell.activation(pre[0]), d_output + d_states[0])
-        self.d_recurrent += np.matmul(h_tm1.T, dz)
-        return dz, [dz[0] @ self.recurrent_t[0]]
+    def backward(
+        self, t: int, record: Record, d_output: np.ndarray, d_states: list[np.ndarray]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        pre = self.pre[:, t]
+        pre[0] = self.act(pre[0], self.cell.activation(pre[0]), d_output + d_states[0])
+        return pre, [self._d_h_tm1(pre)]
 
 
 class _StackTape:
-    """``StackedRNNCells``: each cell's record, and the input each later cell read."""
+    """``StackedRNNCells``: every cell's tape, and the input each later cell reads (the
+    output of the cell before it), which its kernel's gradient needs."""
 
     def __init__(self, stack: StackedRNNCells) -> None:
         self.cell = stack
         self.tapes = [_tape_for(cell) for cell in stack.cells]
         self.counts = [len(cell.flat_state_sizes) for cell in stack.cells]
+        self.inputs: list[np.ndarray] = []
 
-    def forward(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], Record]:
-        records, inputs, new_states = [], [], []
+    def allocate(self, timesteps: int, batch: int) -> None:
+        for tape in self.tapes:
+            tape.allocate(timesteps, batch)
+        self.inputs = [np.empty((timesteps, batch, tape.cell.output_size), dtype=self.cell.dtype) for tape in self.tapes[:-1]]
+
+    def forward(self, t: int, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray], Record]:
+        records, new_states = [], []
         output = x_proj
         offset = 0
         for index, (tape, count) in enumerate(zip(self.tapes, self.counts)):
             projected = x_proj
             if index:
-                inputs.append(output)
+                self.inputs[index - 1][t] = output
                 projected = tape.cell.input_projection(output)
-            output, cell_states, record = tape.forward(projected, states[offset : offset + count])
+            output, cell_states, record = tape.forward(t, projected, states[offset : offset + count])
             records.append(record)
             new_states.extend(cell_states)
             offset += count
-        return output, new_states, (records, inputs)
+        return output, new_states, records
 
-    def backward(self, record: Record, d_output: np.ndarray, d_states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        records, inputs = record
+    def backward(
+        self, t: int, record: Record, d_output: np.ndarray, d_states: list[np.ndarray]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
         d_previous: list[np.ndarray] = []
         offset = sum(self.counts)
         for index in range(len(self.tapes) - 1, -1, -1):
             tape, count = self.tapes[index], self.counts[index]
             offset -= count
-            d_x_proj, d_cell = tape.backward(records[index], d_output, d_states[offset : offset + count])
+            d_x_proj, d_cell = tape.backward(t, record[index], d_output, d_states[offset : offset + count])
             d_previous = d_cell + d_previous
-            if index:
-                d_output = tape.input_backward(inputs[index - 1], d_x_proj)
+            if index:  # back through the projection of the previous cell's output
+                d_output = np.matmul(d_x_proj, tape.kernel_t).sum(axis=0)
         return d_x_proj, d_previous
 
-    def input_backward(self, inputs: np.ndarray, d_x_proj: np.ndarray) -> np.ndarray:
-        return self.tapes[0].input_backward(inputs, d_x_proj)
+    def finish(self, inputs: np.ndarray, d_inputs: np.ndarray | None) -> None:
+        self.tapes[0].finish(inputs, d_inputs)
+        for tape, cell_inputs in zip(self.tapes[1:], self.inputs):
+            tape.finish(cell_inputs, None)
 
     def weight_grads(self) -> list[np.ndarray]:
         return [grad for tape in self.tapes for grad in tape.weight_grads()]
@@ -342,9 +390,10 @@ def _tape_for(cell: Cell) -> Tape:
 class _RecordingCell:
     """What ``run_time_loop`` needs of a cell, with each step recorded on the tape."""
 
-    def __init__(self, tape: Tape) -> None:
+    def __init__(self, tape: Tape, timesteps: int, go_backwards: bool) -> None:
         cell = tape.cell
         self.tape = tape
+        self.timesteps, self.go_backwards = timesteps, go_backwards
         self.dtype = cell.dtype
         self.output_size = cell.output_size
         self.projection_width = cell.projection_width
@@ -355,7 +404,9 @@ class _RecordingCell:
         return self.tape.cell.input_projection(inputs)
 
     def recurrent_step(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        output, new_states, record = self.tape.forward(x_proj, states)
+        k = len(self.records)  # the loop steps in processing order
+        t = self.timesteps - 1 - k if self.go_backwards else k
+        output, new_states, record = self.tape.forward(t, x_proj, states)
         self.records.append(record)
         return output, new_states
 
@@ -439,7 +490,8 @@ def _forward(run: _Run, keep_output: bool = False) -> None:
     layer = run.layer
     timesteps, batch, _ = run.inputs.shape
     run.tape = _tape_for(layer.cell)
-    recorder = _RecordingCell(run.tape)
+    run.tape.allocate(timesteps, batch)
+    recorder = _RecordingCell(run.tape, timesteps, layer.go_backwards)
     outputs = None
     if keep_output and layer.return_sequences:
         shape = (timesteps, batch, layer.cell.output_size)
@@ -495,10 +547,10 @@ def _backward(run: _Run, d_output: np.ndarray, d_states: list[np.ndarray]) -> tu
             else:
                 d_step_output, d_out = d_out, zeros
                 d_step_states, carried = d_s, None
-            d_x_proj, d_s = tape.backward(record, d_step_output, d_step_states)
+            _, d_s = tape.backward(t, record, d_step_output, d_step_states)
             if carried is not None:
                 d_s = [a + b for a, b in zip(d_s, carried)]
-            d_inputs_tm[t] = tape.input_backward(x[t], d_x_proj)
+        tape.finish(x, d_inputs_tm)
     return d_inputs, d_s
 
 

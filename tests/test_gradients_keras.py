@@ -376,11 +376,33 @@ def test_gradient_parity_catches_deliberate_errors(flavor: str, monkeypatch: pyt
 
     original = backprop._LSTMTape.backward
 
-    def swapped_if(self: Any, record: Any, d_output: Any, d_states: Any) -> Any:
-        pre = record[0].copy()
+    def swapped_if(self: Any, t: int, record: Any, d_output: Any, d_states: Any) -> Any:
+        pre = self.pre[:, t]
         pre[[0, 1]] = pre[[1, 0]]  # differentiate as if i and f were swapped
-        return original(self, (pre, *record[1:]), d_output, d_states)
+        return original(self, t, record, d_output, d_states)
 
     with monkeypatch.context() as patch:
         patch.setattr(backprop._LSTMTape, "backward", swapped_if)
         assert fails(rnnparity.gradients(twin, x, output_grads, mask=mask))
+
+
+@pytest.mark.parametrize("flavor", _all([()], ["nan-at-a-masked-step"]))
+def test_a_nan_at_a_masked_step_reaches_the_gradients_as_in_keras(flavor: str) -> None:
+    """A NaN fed at a masked step never reaches the outputs, but tf.where's gradient sends
+    zero through the masked branch and 0 * NaN is NaN: in Keras it reaches the weights'
+    gradients and that row's input gradients. The twin gives the same NaNs, and the same
+    numbers everywhere else."""
+    handle = keras_handle(flavor)
+    rng = _rng("nan-masked")
+    weights = random_weights(rng, "lstm", 3, 2)
+    layer = keras_adapter.build_layer(handle, "lstm", {"units": 3, "return_sequences": True}, (2, 4, 2), weights)
+    x = rng.normal(size=(2, 4, 2)).astype(np.float32)
+    x[1, 2] = np.nan
+    mask = np.ones((2, 4), bool)
+    mask[1, 2] = False
+    output_grads = rng.normal(size=(2, 4, 3)).astype(np.float32)
+    expected = keras_adapter.keras_gradients(handle, layer, x, output_grads, mask=mask)
+    actual = rnnparity.gradients(rnnparity.from_keras(layer), x, output_grads, mask=mask)
+    assert np.isnan(expected["weights"][0]).any() and np.isnan(expected["inputs"][1]).any()
+    assert not np.isnan(expected["inputs"][0]).any()
+    _assert_gradients(expected, actual, "float32", f"{flavor} NaN at a masked step")
