@@ -41,16 +41,18 @@ step's ``c_tm1``), GRU 5 with ``reset_after`` (3 gates, the recurrent candidate
 ``h_tm1 @ U_h + br_h``, ``h_tm1``) else 4, SimpleRNN 2. The reverse loop overwrites each
 step's pre-activations with their gradients; then the weights' and the inputs' gradients are
 matmuls over all timesteps, a projection chunk of them at a time (as the forward pass
-projects its inputs). With ``itemsize`` bytes per number the peak is, within per-step
-temporaries that do not grow with ``T``::
+projects its inputs). With ``itemsize`` bytes per number the peak is at most, within
+per-step temporaries that do not grow with ``T``::
 
     itemsize * T * batch * (P * units + input_dim)     # the tape, and grads["inputs"]
     + T * ~0.5 KiB                                     # each step's Python objects
-    + one projection chunk                             # rnn.PROJECTION_CHUNK_BYTES, 16 MiB at most
+    + 2 * rnn.PROJECTION_CHUNK_BYTES                   # 2 * 16 MiB at most
 
-(plus copies of ``inputs`` and ``output_grads`` when they are not already in the layer's
-dtype). The output sequence is not kept, but for ``Bidirectional(merge_mode="mul")``, which
-needs it (``+ itemsize * T * batch * units`` per direction). A ``StackedRNNCells`` keeps
+(the time loop still holds one chunk of projected inputs while it projects the next; the
+backward pass's temporaries stay within one chunk), plus copies of ``inputs`` and
+``output_grads`` when they are not already in the layer's dtype. The output sequence is
+not kept, but for ``Bidirectional(merge_mode="mul")``, which needs it (``+ itemsize * T *
+batch * units`` per direction). A ``StackedRNNCells`` keeps
 each cell's ``P`` and the input each later cell reads (``T * batch * its input_dim``); a
 ``Bidirectional`` keeps both directions' tapes.
 """
@@ -138,10 +140,12 @@ class _CellTape:
 
     def finish(self, inputs: np.ndarray, d_inputs: np.ndarray | None) -> None:
         """After the reverse loop: the weights' gradients, and ``d_inputs[:] =`` the gradient
-        of ``inputs`` (both time-major ``(T, batch, input_dim)``) when it is given."""
+        of ``inputs`` (both time-major ``(T, batch, input_dim)``) when it is given. A chunk of
+        timesteps at a time, so the temporaries (a contiguous copy of the inputs, the gradient
+        and one gate's share of it) stay within one projection chunk."""
         timesteps, batch, input_dim = inputs.shape
         units = self.cell.units
-        chunk = projection_chunk(timesteps, batch, self.blocks * units, self.cell.dtype.itemsize)
+        chunk = projection_chunk(timesteps, batch, 3 * input_dim, self.cell.dtype.itemsize)
         for start in range(0, timesteps, chunk):
             steps = slice(start, start + chunk)
             x = np.ascontiguousarray(inputs[steps]).reshape(-1, input_dim)
@@ -156,7 +160,10 @@ class _CellTape:
                 if self.d_recurrent_bias is not None:
                     self.d_recurrent_bias[gates] += d_inner.sum(axis=1)
             if d_inputs is not None:
-                d_inputs[steps] = np.matmul(d_x_proj, self.kernel_t).sum(axis=0).reshape(-1, batch, input_dim)
+                d_x = np.matmul(d_x_proj[0], self.kernel_t[0])
+                for gate in range(1, self.gates):
+                    d_x += np.matmul(d_x_proj[gate], self.kernel_t[gate])
+                d_inputs[steps] = d_x.reshape(-1, batch, input_dim)
 
     def _keras_layout(self, gates: np.ndarray) -> np.ndarray:
         """Gate-major ``(gates, ..., units)`` back to Keras's ``(..., gates * units)`` columns."""
