@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from rnnparity import legacy
+from rnnparity.backprop import gradients
 from rnnparity.bidirectional import Bidirectional
 from rnnparity.compare import assert_parity, compare
 from rnnparity.gru import GRU, GRUCell
@@ -32,6 +33,7 @@ __all__ = [
     "assert_parity",
     "compare",
     "from_keras",
+    "gradients",
     "legacy",
 ]
 

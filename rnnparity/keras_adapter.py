@@ -489,3 +489,53 @@ def reference_layer(handle: KerasHandle, plan: Any, file: Any) -> tuple[Any, str
         return layer, "converted by Keras's loading conversion from the stored arrays"
     layer.set_weights(stored)
     return layer, "the stored arrays, which Keras 3 loads unchanged"
+
+
+def keras_gradients(
+    handle: KerasHandle,
+    layer: Any,
+    inputs: np.ndarray,
+    output_grads: Any,
+    initial_state: Any = None,
+    mask: np.ndarray | None = None,
+    watch_states: bool = False,
+) -> dict[str, Any]:
+    """What ``tf.GradientTape`` gives over the Keras ``layer``: the call
+    ``layer(inputs, initial_state=..., mask=...)`` inside a tape, then
+    ``tape.gradient(outputs, sources, output_gradients=output_grads)`` for the inputs, the
+    initial states and the trainable weights (in ``get_weights()`` order). The same structure
+    as :func:`rnnparity.gradients`; an unconnected source gets zeros. ``watch_states``: also
+    the gradient w.r.t. a stateful layer's carried states (``"states"``). TensorFlow backends only."""
+    import tensorflow as tf
+
+    x = tf.constant(inputs)
+    states = None if initial_state is None else tf.nest.map_structure(tf.constant, initial_state)
+
+    def variable(value: Any) -> Any:  # the tf.Variable behind a Keras 3 variable
+        return value.value if handle.major == 3 else value
+
+    weights = [variable(w) for w in layer.trainable_weights]
+    carried = [variable(s) for s in flatten_nested(layer.states)] if watch_states else []
+    kwargs: dict[str, Any] = {}
+    if states is not None:
+        kwargs["initial_state"] = list(states) if isinstance(states, tuple) else states
+    if mask is not None:
+        kwargs["mask"] = tf.constant(mask)
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(x)
+        if states is not None:
+            tape.watch(tf.nest.flatten(states))
+        tape.watch(weights + carried)
+        result = layer(x, **kwargs)
+    targets = tf.nest.flatten(result)
+    given = [tf.constant(g) for g in flatten_nested(output_grads)]
+    sources: dict[str, Any] = {"inputs": x, "weights": weights}
+    if states is not None:
+        sources["initial_state"] = states
+    if watch_states:
+        sources["states"] = carried
+    grads = tape.gradient(targets, sources, output_gradients=given, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    out = {"initial_state": None, **{key: nested_to_numpy(value) for key, value in grads.items()}}
+    if isinstance(out["initial_state"], tuple):
+        out["initial_state"] = list(out["initial_state"])
+    return out

@@ -441,6 +441,7 @@ def run_time_loop(
     for k, t in enumerate(order):
         if not first <= t < first + projected.shape[1]:
             first = max(0, t - chunk + 1) if go_backwards else t
+            del projected  # so that at most one chunk is alive while the next is computed
             projected = cell.input_projection(np.ascontiguousarray(inputs[first : first + chunk]))
         output, new_states = cell.recurrent_step(projected[:, t - first], states)
         if mask is not None and not mask[t].all():

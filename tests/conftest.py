@@ -81,14 +81,17 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``fuzz`` (the long Hypothesis profile) run only when asked for with
-    ``-m fuzz`` (or any -m expression naming fuzz); otherwise they are deselected."""
-    if "fuzz" in (config.getoption("markexpr") or ""):
-        return
-    long_running = [item for item in items if item.get_closest_marker("fuzz")]
-    if long_running:
-        config.hook.pytest_deselected(items=long_running)
-        items[:] = [item for item in items if not item.get_closest_marker("fuzz")]
+    """Tests marked ``fuzz`` (the long Hypothesis profile) or ``slow`` (wider matrices) run
+    only when asked for with ``-m fuzz`` / ``-m slow`` (or any -m expression naming them);
+    otherwise they are deselected."""
+    expression = config.getoption("markexpr") or ""
+    for marker in ("fuzz", "slow"):
+        if marker in expression:
+            continue
+        long_running = [item for item in items if item.get_closest_marker(marker)]
+        if long_running:
+            config.hook.pytest_deselected(items=long_running)
+            items[:] = [item for item in items if not item.get_closest_marker(marker)]
 
 
 # Environment variables that select what the suite and Keras do; a test that changes one
