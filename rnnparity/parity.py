@@ -66,12 +66,12 @@ def twin_for(
 ROUNDOFF_RATIO = 2.0**29
 
 
-def conditioning(case: Case) -> Comparison:
+def conditioning(case: Case, share: float = 0.5) -> Comparison:
     """Whether ``case`` can decide parity at all in its dtype, judged on the twin alone (NumPy
     only): the twin run in float32 against the twin run in float64 on the same data.
 
-    * float32 case: the two must agree within *half* the float32 tolerance — the other half is
-      left for Keras's own rounding.
+    * float32 case: the two must agree within ``share`` of the float32 tolerance (default
+      half) — the rest is left for Keras's own rounding.
     * float64 case: the float32 run estimates how much the configuration amplifies rounding
       (to first order, errors scale with the unit roundoff); scaled down by 2**29 to float64's
       roundoff, that must stay within half the float64 tolerance, i.e. the float32 run must
@@ -94,19 +94,22 @@ def conditioning(case: Case) -> Comparison:
             high.reset_state()
         a = low(call.inputs, initial_state=call.initial_state, mask=call.mask)
         b = high(call.inputs, initial_state=call.initial_state, mask=call.mask)
-        result = compare_conditioning(a, b, case.dtype, context=f"{case.case_id} call {number}")
+        result = compare_conditioning(a, b, case.dtype, context=f"{case.case_id} call {number}", share=share)
         if not result.ok:
             return result
         results.append(result)
     return max(results, key=lambda r: r.tolerance_used)
 
 
-def compare_conditioning(float32_result: Any, float64_result: Any, dtype: str, context: str = "") -> Comparison:
+def compare_conditioning(
+    float32_result: Any, float64_result: Any, dtype: str, context: str = "", share: float = 0.5
+) -> Comparison:
     """The :func:`conditioning` rule for any twin: ``float32_result`` and ``float64_result`` are
     the same twin's results (same data) computed in float32 and in float64; ``dtype`` is the
-    dtype the case is compared with Keras in."""
+    dtype the case is compared with Keras in; ``share`` the part of the float32 tolerance the
+    twin's own float32 rounding may use."""
     rtol, atol = DEFAULT_TOLERANCES[dtype]
-    scale = 0.5 if dtype == "float32" else 0.5 * ROUNDOFF_RATIO
+    scale = share if dtype == "float32" else 0.5 * ROUNDOFF_RATIO
     return compare(
         float64_result,
         float32_result,

@@ -38,6 +38,11 @@ from rnnparity.compare import compare
 from rnnparity.known_differences import expected_keras_failure, tolerance_for
 from rnnparity.matrix import Case
 
+# The share of the float32 tolerance the twin's own rounding may use in a fuzzed case: a
+# quarter, leaving three quarters to Keras, whose float32 rounding the long fuzz measured at
+# up to 3.6x the twin's (an LSTM with hard_sigmoid gates: twin 0.45x, Keras 1.62x the
+# tolerance from the float64 twin, float64 parity at 6e-4x). The matrix keeps half.
+FUZZ_SHARE = 0.25
 QUICK_LAYER_EXAMPLES = 30
 QUICK_COMPOSITION_EXAMPLES = 15
 # The long profile keeps failing examples (and replays them first on the next run).
@@ -57,7 +62,7 @@ def check_layer_case(flavor: str, case: Case) -> None:
 
     float32 is decided to rounding only, so a float32 configuration that cannot decide parity
     is replayed in float64, where it must pass: one that fails ``parity.conditioning`` (the
-    twin's own float32 rounding exceeds half the tolerance), and one whose mismatch is
+    twin's own float32 rounding exceeds ``FUZZ_SHARE`` of the tolerance), and one whose mismatch is
     Keras's own float32 rounding exceeding the other half — Keras's float32 result within the
     float32 tolerance of the float64 twin (seen: GRU, stateful + go_backwards + mask, at 0.7x
     and 0.87x, against the float32 twin's 0.35x and 0.39x, in opposite directions). Either is
@@ -72,7 +77,7 @@ def check_layer_case(flavor: str, case: Case) -> None:
             event(f"known Keras failure {failure.id}")
             return
         pytest.fail(f"known Keras failure {failure.id} no longer happens ({handle.describe()}): update the table")
-    if not parity.conditioning(case).ok:
+    if not parity.conditioning(case, share=FUZZ_SHARE).ok:
         if case.dtype == "float32":
             event("float32 undecidable (twin's float32 rounding): replayed in float64")
             check_layer_case(flavor, replace(case, dtype="float64"))
@@ -172,7 +177,9 @@ def check_composition_case(flavor: str, case: CompositionCase) -> None:
         pytest.fail(f"known Keras failure {failure.id} no longer happens ({handle.describe()}): update the table")
     low, high = (_twin_composition(case, dtype, handle.major, "numpy", data.weights) for dtype in ("float32", "float64"))
     arguments = {"initial_state": data.initial_state, "mask": data.mask}
-    if not parity.compare_conditioning(low(data.inputs, **arguments), high(data.inputs, **arguments), case.dtype).ok:
+    if not parity.compare_conditioning(
+        low(data.inputs, **arguments), high(data.inputs, **arguments), case.dtype, share=FUZZ_SHARE
+    ).ok:
         # As for layers (check_layer_case): an undecidable float32 case is replayed in float64.
         if case.dtype == "float32":
             event("float32 undecidable (twin's float32 rounding): replayed in float64")
