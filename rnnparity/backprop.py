@@ -469,18 +469,8 @@ def _prepare(layer: RecurrentLayer, inputs: Any, initial_state: Any, mask: Any, 
             "reproduce; use training=False (or a layer without dropout)"
         )
     x = _numeric(inputs, layer.dtype, "inputs")
-    if x.ndim != 3:
-        layout = "(timesteps, batch, input_dim)" if layer.time_major else "(batch, timesteps, input_dim)"
-        raise ValueError(f"inputs must be rank 3 {layout}; got shape {x.shape}")
-    time_major = x if layer.time_major else x.transpose(1, 0, 2)
-    timesteps, batch, input_dim = time_major.shape
-    if input_dim != layer.cell.input_dim:
-        raise ValueError(
-            f"inputs have input_dim {input_dim} (last axis); {layer.cell._describe()} was given weights for "
-            f"input_dim {layer.cell.input_dim}"
-        )
-    if timesteps == 0:
-        raise ValueError(f"inputs have 0 timesteps (shape {x.shape}); Keras refuses an empty sequence too")
+    time_major = layer._time_major_inputs(x)
+    timesteps, batch, _ = time_major.shape
     time_mask = layer._check_mask(mask, batch, timesteps)
     carried = layer._states
     states, structure = layer._initial_states(initial_state, batch)

@@ -555,20 +555,8 @@ class RecurrentLayer:
             raise ValueError(
                 "training=True with dropout > 0 draws random masks that a twin cannot reproduce; call with training=False"
             )
-        x = _as_float_array(inputs, self.dtype, "inputs")
-        if x.ndim != 3:
-            layout = "(timesteps, batch, input_dim)" if self.time_major else "(batch, timesteps, input_dim)"
-            raise ValueError(f"inputs must be rank 3 {layout}; got shape {x.shape}")
-        if not self.time_major:
-            x = x.transpose(1, 0, 2)
-        timesteps, batch, input_dim = x.shape
-        if input_dim != self.cell.input_dim:
-            raise ValueError(
-                f"inputs have input_dim {input_dim} (last axis); {self.cell._describe()} was given weights for "
-                f"input_dim {self.cell.input_dim}"
-            )
-        if timesteps == 0:
-            raise ValueError(f"inputs have 0 timesteps (shape {tuple(np.shape(inputs))}); Keras refuses an empty sequence too")
+        x = self._time_major_inputs(_as_float_array(inputs, self.dtype, "inputs"))
+        timesteps, batch, _ = x.shape
         time_mask = self._check_mask(mask, batch, timesteps)
         states, structure = self._initial_states(initial_state, batch)
 
@@ -597,6 +585,22 @@ class RecurrentLayer:
             return output
         packed = [output, *self.cell.pack_layer_states(final_states, structure)]
         return tuple(packed) if self.keras_version == 3 else packed
+
+    def _time_major_inputs(self, x: np.ndarray) -> np.ndarray:
+        """``x`` (an array in the layer's dtype) checked against the layer, as a time-major view."""
+        if x.ndim != 3:
+            layout = "(timesteps, batch, input_dim)" if self.time_major else "(batch, timesteps, input_dim)"
+            raise ValueError(f"inputs must be rank 3 {layout}; got shape {x.shape}")
+        time_major = x if self.time_major else x.transpose(1, 0, 2)
+        timesteps, _, input_dim = time_major.shape
+        if input_dim != self.cell.input_dim:
+            raise ValueError(
+                f"inputs have input_dim {input_dim} (last axis); {self.cell._describe()} was given weights for "
+                f"input_dim {self.cell.input_dim}"
+            )
+        if timesteps == 0:
+            raise ValueError(f"inputs have 0 timesteps (shape {x.shape}); Keras refuses an empty sequence too")
+        return time_major
 
     def _check_mask(self, mask: ArrayLike | None, batch: int, timesteps: int) -> np.ndarray | None:
         if mask is None:
