@@ -83,6 +83,9 @@ class Result:
     # False when float32 rounding alone (the twin in float32 against the twin in float64)
     # already uses more than half the tolerance: a float32 mismatch then proves nothing.
     decidable: bool = True
+    # Where the twin's time goes (medians over separate, instrumented calls, in ms): the
+    # input projection, the recurrent steps (recurrent matmul plus gates), and the rest.
+    twin_phases_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,14 +112,52 @@ def gemm_floor(weights: list[np.ndarray], inputs: np.ndarray, dtype: str) -> Cal
     batch, timesteps, input_dim = inputs.shape
     flat = np.ascontiguousarray(inputs.transpose(1, 0, 2)).reshape(-1, input_dim)
     h = np.random.default_rng(0).uniform(-0.9, 0.9, (batch, recurrent_kernel.shape[0])).astype(dtype)
+    # Preallocated and reused across calls: a fresh 200 MB result would add page faults
+    # (tens of ms, varying with the allocator's state) to a number meant to be matmul alone.
+    projected = np.empty((flat.shape[0], kernel.shape[1]), dtype)
+    recurrent = np.empty((batch, recurrent_kernel.shape[1]), dtype)
 
     def run() -> Any:
-        projected = flat @ kernel
+        np.matmul(flat, kernel, out=projected)
         for _ in range(timesteps):
-            recurrent = h @ recurrent_kernel
+            np.matmul(h, recurrent_kernel, out=recurrent)
         return projected, recurrent
 
     return run
+
+
+def twin_phases(twin: Any, inputs: np.ndarray, repeats: int) -> dict[str, float]:
+    """Median milliseconds a twin call spends in the input projection, in the recurrent
+    steps, and elsewhere (checks, the output array, the transposes), over ``repeats``
+    instrumented calls. The cell's two methods are wrapped on the instance for the
+    duration, so the class and other twins are untouched."""
+    cell = twin.cell
+    spent = {"projection": 0.0, "steps": 0.0}
+
+    def timed(method: Callable[..., Any], phase: str) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:
+            start = time.perf_counter()
+            result = method(*args)
+            spent[phase] += time.perf_counter() - start
+            return result
+
+        return run
+
+    cell.input_projection = timed(cell.input_projection, "projection")
+    cell.recurrent_step = timed(cell.recurrent_step, "steps")
+    samples: dict[str, list[float]] = {"projection": [], "steps": [], "rest": []}
+    try:
+        for _ in range(repeats):
+            spent.update(projection=0.0, steps=0.0)
+            start = time.perf_counter()
+            twin(inputs)
+            total = time.perf_counter() - start
+            samples["projection"].append(spent["projection"])
+            samples["steps"].append(spent["steps"])
+            samples["rest"].append(total - spent["projection"] - spent["steps"])
+    finally:
+        del cell.input_projection, cell.recurrent_step
+    return {phase: 1e3 * statistics.median(values) for phase, values in samples.items()}
 
 
 def peak_memory_mib(call: Callable[[], Any]) -> float:
@@ -197,6 +238,7 @@ def bench_one(
         parity=parity,
         decidable=decidable,
         twin_peak_mib=peak_memory_mib(lambda: twin(inputs)),
+        twin_phases_ms=twin_phases(twin, inputs, repeats) if "twin" in contenders else {},
         outputs_mib=shape.batch * shape.timesteps * shape.units * np.dtype(dtype).itemsize / 2**20,
         repeats=repeats,
         ratios=ratios,
@@ -246,11 +288,11 @@ def _load_average() -> float | None:
         return None
 
 
-def load_warning() -> str | None:
+def load_warning(load: float | None) -> str | None:
     """A warning when other work keeps the cores busy: multi-threaded BLAS calls then wait
     for descheduled threads, and a NumPy loop of many small matmuls can slow down a
     hundredfold, while TensorFlow's thread pool degrades gracefully."""
-    load, cores = _load_average(), os.cpu_count() or 1
+    cores = os.cpu_count() or 1
     if load is None or load < 0.5 * cores:
         return None
     return (
@@ -310,11 +352,32 @@ def format_table(results: list[Result], markdown: bool = False) -> str:
         parity = {None: "-", True: "ok", False: "MISMATCH" if r.decidable else "f32 rounding"}[r.parity]
         row += ["-" if r.max_abs_error is None else f"{r.max_abs_error:.1e}", parity, f"{r.twin_peak_mib:.1f}"]
         rows.append(row)
+    return _render(rows, markdown)
+
+
+def format_phases(results: list[Result], markdown: bool = False) -> str:
+    """Where each twin call's time goes, beside the GEMM floor when it was timed."""
+    floor = any("gemm_floor" in r.median_ms for r in results)
+    header = ["layer", "shape", "dtype", "input projection ms", "recurrent steps ms", "rest ms"]
+    header += ["gemm_floor ms"] if floor else []
+    rows = [header]
+    for r in results:
+        if not r.twin_phases_ms:
+            continue
+        row = [KERAS_CLASS_NAME[r.kind], f"{r.shape} ({Shape(**r.dims).describe()})", r.dtype]
+        row += [f"{r.twin_phases_ms[phase]:.2f}" for phase in ("projection", "steps", "rest")]
+        row += [f"{r.median_ms['gemm_floor']:.2f}" if "gemm_floor" in r.median_ms else "-"] if floor else []
+        rows.append(row)
+    return _render(rows, markdown) if len(rows) > 1 else ""
+
+
+def _render(rows: list[list[str]], markdown: bool) -> str:
+    """A table: the first three columns left-aligned, the numbers right-aligned."""
     if markdown:
         lines = ["| " + " | ".join(row) + " |" for row in rows]
-        lines.insert(1, "|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|")
+        lines.insert(1, "|" + "|".join("---" if i < 3 else "---:" for i in range(len(rows[0]))) + "|")
         return "\n".join(lines)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -391,9 +454,10 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return 2
     text = args.json_path != "-"
     report = out if text else err
-    report.write(f"rnnparity bench: {', '.join(f'{k}={v}' for k, v in environment(handle).items())}\n")
+    env = environment(handle)  # before timing, so the load average is other work's, not ours
+    report.write(f"rnnparity bench: {', '.join(f'{k}={v}' for k, v in env.items())}\n")
     report.write(f"median of {args.repeats} interleaved calls each; Keras returns every timestep (return_sequences=True)\n")
-    warning = load_warning()
+    warning = load_warning(env["load_average_1min"])
     report.write(f"{warning}\n\n" if warning else "\n")
     results: list[Result] = []
     for shape in shapes:
@@ -406,14 +470,16 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 )
     decodes = [] if args.no_decode else [bench_decode(kind, dtype, SHAPES["small"]) for kind in kinds for dtype in dtypes]
     report.write("\n" + format_table(results, markdown=args.markdown) + "\n\n")
+    phases = format_phases(results, markdown=args.markdown)
+    if phases:
+        report.write("where the twin's time goes (separate instrumented calls, medians):\n" + phases + "\n\n")
     for line in target_lines(results, decodes):
         report.write(line + "\n")
-    warning = load_warning()
-    if warning:
+    if warning:  # the load seen before timing: the benchmark's own threads raise it later
         report.write(warning + "\n")
     if args.json_path:
         payload = {
-            "environment": environment(handle),
+            "environment": env,
             "results": [asdict(r) for r in results],
             "decode": [asdict(d) for d in decodes],
             "targets": target_lines(results, decodes),

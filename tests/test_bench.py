@@ -52,7 +52,39 @@ def test_bench_without_keras_contenders_needs_only_numpy(capsys: pytest.CaptureF
     assert "decode: 10,000 simple_rnn cell steps" in out
     assert "| layer | shape | dtype | twin ms | gemm_floor ms | twin/gemm_floor |" in out
     assert "| SimpleRNN | small (B1 T20 D64 H128) | float32 |" in out
+    assert "| layer | shape | dtype | input projection ms | recurrent steps ms | rest ms | gemm_floor ms |" in out
     assert "keras=" not in out
+
+
+def test_twin_phases_split_a_call_and_leave_the_twin_as_it_was() -> None:
+    rng = np.random.default_rng(3)
+    twin = rnnparity.LSTM(8, return_sequences=True)
+    twin.set_weights(random_weights(rng, "lstm", 8, 5))
+    inputs = rng.normal(size=(2, 7, 5)).astype(np.float32)
+    before = twin(inputs)
+    phases = bench.twin_phases(twin, inputs, repeats=3)
+    assert set(phases) == {"projection", "steps", "rest"}
+    assert phases["projection"] > 0 and phases["steps"] > 0
+    assert "input_projection" not in vars(twin.cell) and "recurrent_step" not in vars(twin.cell)
+    np.testing.assert_array_equal(twin(inputs), before)
+
+
+def test_bench_load_warning_uses_the_load_seen_before_timing(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    # The benchmark's own BLAS threads raise the load average while it runs: only the load
+    # found before the first timing says whether other work disturbed the numbers.
+    loads = iter([(0.1, 0.1, 0.1)] + [(5.0, 5.0, 5.0)] * 50)
+    monkeypatch.setattr(bench.os, "getloadavg", lambda: next(loads))
+    args = ["bench", "--shapes", "small", "--kinds", "simple_rnn", "--dtypes", "float32", "--repeats", "1"]
+    assert main([*args, "--contenders", "twin", "--no-decode", "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    assert "WARNING" not in captured.err
+    assert json.loads(captured.out)["environment"]["load_average_1min"] == 0.1
+
+    monkeypatch.setattr(bench.os, "getloadavg", lambda: (5.0, 5.0, 5.0))
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: 2)
+    assert main([*args, "--contenders", "twin", "--no-decode"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("WARNING: load average 5.0 on 2 cores") == 2  # under the header and after the results
 
 
 def test_bench_refuses_an_unwritable_json_path_before_timing(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
