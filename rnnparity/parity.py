@@ -66,7 +66,7 @@ def twin_for(
 ROUNDOFF_RATIO = 2.0**29
 
 
-def conditioning(case: Case, share: float = 0.5) -> Comparison:
+def conditioning(case: Case, share: float = 0.5, perturbations: int = 0) -> Comparison:
     """Whether ``case`` can decide parity at all in its dtype, judged on the twin alone (NumPy
     only): the twin run in float32 against the twin run in float64 on the same data.
 
@@ -77,6 +77,14 @@ def conditioning(case: Case, share: float = 0.5) -> Comparison:
       roundoff, that must stay within half the float64 tolerance, i.e. the float32 run must
       agree within 2**29 times half the float64 tolerance (rtol 0.027, atol 2.7e-4).
 
+    One float32 run is one sample of how rounding falls, and it can be a lucky one: a
+    recurrence through kinks (``hard_sigmoid``'s clip, ``celu``) may amplify one rounding
+    pattern little and the next a lot. ``perturbations`` adds that many float32 runs on
+    data whose every weight, input and initial-state element is moved one float32 ulp up or
+    down at random (seeded; see :func:`ulp_perturbed`), all compared with the unperturbed
+    float64 run; the worst decides. The long fuzz found a GRU whose one float32 run used
+    0.07x the tolerance while Keras's used 1.2x; eight perturbed runs used 0.12x-1.2x.
+
     When this fails, rounding alone, amplified by the recurrence (an expanding one, or long
     float32 dot products), could explain a mismatch with Keras, so the case proves nothing in
     its dtype. Fuzzing rejects such cases instead of widening the tolerance; every float32
@@ -84,21 +92,41 @@ def conditioning(case: Case, share: float = 0.5) -> Comparison:
     float32 run that saturates or overflows where float64 does not can hide (or invent)
     sensitivity, which is why the fuzz keeps gates to functions with values in [0, 1].
     """
+    if isinstance(perturbations, bool) or not isinstance(perturbations, int) or perturbations < 0:
+        raise ValueError(f"perturbations must be a non-negative integer; got {perturbations!r}")
     data = make_data(case)
-    low = twin_for(case, weights=data.weights, overrides={"dtype": "float32"})
     high = twin_for(case, weights=data.weights, overrides={"dtype": "float64"})
-    results = []
-    for number, call in enumerate(data.calls):
+    expected = []
+    for call in data.calls:
         if call.reset_before:
-            low.reset_state()
             high.reset_state()
-        a = low(call.inputs, initial_state=call.initial_state, mask=call.mask)
-        b = high(call.inputs, initial_state=call.initial_state, mask=call.mask)
-        result = compare_conditioning(a, b, case.dtype, context=f"{case.case_id} call {number}", share=share)
-        if not result.ok:
-            return result
-        results.append(result)
-    return max(results, key=lambda r: r.tolerance_used)
+        expected.append(high(call.inputs, initial_state=call.initial_state, mask=call.mask))
+    rng = np.random.default_rng(case.seed)
+    worst: Comparison | None = None
+    for run in range(perturbations + 1):
+        nudge = (lambda a: a) if run == 0 else (lambda a: ulp_perturbed(a, rng))
+        low = twin_for(case, weights=[nudge(w) for w in data.weights], overrides={"dtype": "float32"})
+        for number, (call, b) in enumerate(zip(data.calls, expected)):
+            if call.reset_before:
+                low.reset_state()
+            initial_state = None if call.initial_state is None else [nudge(s) for s in call.initial_state]
+            a = low(nudge(call.inputs), initial_state=initial_state, mask=call.mask)
+            label = f"{case.case_id} call {number}" + (f" perturbation {run}" if run else "")
+            result = compare_conditioning(a, b, case.dtype, context=label, share=share)
+            if not result.ok:
+                return result
+            if worst is None or result.tolerance_used > worst.tolerance_used:
+                worst = result
+    assert worst is not None
+    return worst
+
+
+def ulp_perturbed(array: Any, rng: np.random.Generator) -> np.ndarray:
+    """``array`` in float32 with every element moved one float32 ulp up or down, at random:
+    the size of the rounding error a float32 computation makes when it stores a value."""
+    array = np.asarray(array, dtype=np.float32)
+    up = rng.random(array.shape) < 0.5
+    return np.where(up, np.nextafter(array, np.float32(np.inf)), np.nextafter(array, np.float32(-np.inf)))
 
 
 def compare_conditioning(

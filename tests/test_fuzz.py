@@ -43,6 +43,10 @@ from rnnparity.matrix import Case
 # up to 3.6x the twin's (an LSTM with hard_sigmoid gates: twin 0.45x, Keras 1.62x the
 # tolerance from the float64 twin, float64 parity at 6e-4x). The matrix keeps half.
 FUZZ_SHARE = 0.25
+# Extra float32 runs on one-ulp-perturbed data in the conditioning guard (parity.conditioning):
+# one float32 run can be a lucky sample of the rounding. The long fuzz found a GRU (celu,
+# hard_sigmoid, stateful) whose float32 run used 0.07x the tolerance while Keras's used 1.2x.
+PERTURBATIONS = 3
 QUICK_LAYER_EXAMPLES = 30
 QUICK_COMPOSITION_EXAMPLES = 15
 # The long profile keeps failing examples (and replays them first on the next run).
@@ -77,7 +81,7 @@ def check_layer_case(flavor: str, case: Case) -> None:
             event(f"known Keras failure {failure.id}")
             return
         pytest.fail(f"known Keras failure {failure.id} no longer happens ({handle.describe()}): update the table")
-    if not parity.conditioning(case, share=FUZZ_SHARE).ok:
+    if not parity.conditioning(case, share=FUZZ_SHARE, perturbations=PERTURBATIONS).ok:
         if case.dtype == "float32":
             event("float32 undecidable (twin's float32 rounding): replayed in float64")
             check_layer_case(flavor, replace(case, dtype="float64"))
@@ -160,6 +164,31 @@ def _twin_composition(case: CompositionCase, dtype: str, keras_version: int, bac
     return twin
 
 
+def _perturbed_tree(value: Any, rng: np.random.Generator) -> Any:
+    """``value``'s arrays (in nested lists and tuples) moved one float32 ulp (parity.ulp_perturbed)."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return type(value)(_perturbed_tree(v, rng) for v in value)
+    return parity.ulp_perturbed(value, rng)
+
+
+def _composition_decidable(case: CompositionCase, keras_version: int, data: Any, float64_result: Any) -> bool:
+    """parity.conditioning's rule for a composition: the float32 twin, on the data and on
+    PERTURBATIONS one-ulp perturbations of it, within FUZZ_SHARE of the tolerance of the float64 twin."""
+    rng = np.random.default_rng(case.seed)
+    for run in range(PERTURBATIONS + 1):
+        same = run == 0
+        weights = data.weights if same else _perturbed_tree(data.weights, rng)
+        low = _twin_composition(case, "float32", keras_version, "numpy", weights)
+        inputs = data.inputs if same else _perturbed_tree(data.inputs, rng)
+        initial_state = data.initial_state if same else _perturbed_tree(data.initial_state, rng)
+        result = low(inputs, initial_state=initial_state, mask=data.mask)
+        if not parity.compare_conditioning(result, float64_result, case.dtype, share=FUZZ_SHARE).ok:
+            return False
+    return True
+
+
 def check_composition_case(flavor: str, case: CompositionCase) -> None:
     """Twin == Keras for a random Bidirectional or RNN(cell / StackedRNNCells), and from_keras
     builds a twin that matches too."""
@@ -175,11 +204,9 @@ def check_composition_case(flavor: str, case: CompositionCase) -> None:
             event(f"known Keras failure {failure.id}")
             return
         pytest.fail(f"known Keras failure {failure.id} no longer happens ({handle.describe()}): update the table")
-    low, high = (_twin_composition(case, dtype, handle.major, "numpy", data.weights) for dtype in ("float32", "float64"))
+    high = _twin_composition(case, "float64", handle.major, "numpy", data.weights)
     arguments = {"initial_state": data.initial_state, "mask": data.mask}
-    if not parity.compare_conditioning(
-        low(data.inputs, **arguments), high(data.inputs, **arguments), case.dtype, share=FUZZ_SHARE
-    ).ok:
+    if not _composition_decidable(case, handle.major, data, high(data.inputs, **arguments)):
         # As for layers (check_layer_case): an undecidable float32 case is replayed in float64.
         if case.dtype == "float32":
             event("float32 undecidable (twin's float32 rounding): replayed in float64")
@@ -262,3 +289,45 @@ def test_keras_float32_rounding_can_use_more_than_half_the_tolerance(flavor: str
     assert parity.run_case(case, handle, twin_overrides={"dtype": "float64"}).ok
     assert parity.run_case(replace(case, dtype="float64"), handle).ok
     check_layer_case(flavor, case)
+
+
+# Found by the long fuzz (Keras 3): one float32 run of the twin used 0.07x the tolerance, so
+# the single-sample guard let the case through, and Keras's float32 result missed by 1.2x-1.3x
+# (from the float64 twin as from the float32 one); float64 parity 2e-4x. A recurrence through
+# hard_sigmoid's clip and celu's kink amplifies some rounding patterns far more than others.
+LUCKY_ROUNDING_CASE = Case(
+    kind="gru", keras_version=3, units=1, input_dim=29, timesteps=29, batch=1, activation="celu",
+    recurrent_activation="hard_sigmoid", use_bias=True, unit_forget_bias=True, reset_after=True, return_sequences=False,
+    return_state=False, go_backwards=False, stateful=True, mask="none", initial_state=True, time_major=False,
+    dtype="float32", input_scale=3.0, seed=2277455,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("flavor", flavor_params("keras3", [("keras3",)], ids=["keras3"]))
+def test_one_float32_run_is_not_enough_to_call_a_case_decidable(flavor: str) -> None:
+    case = LUCKY_ROUNDING_CASE
+    # The perturbed runs see what the single run missed, and the case is replayed in float64.
+    assert not parity.conditioning(case, share=FUZZ_SHARE, perturbations=PERTURBATIONS).ok
+    assert parity.run_case(replace(case, dtype="float64"), keras_handle(flavor)).ok
+    check_layer_case(flavor, case)
+
+
+def test_perturbed_conditioning_is_seeded_and_never_better_than_one_run() -> None:
+    case = replace(LUCKY_ROUNDING_CASE, stateful=False, activation="tanh", recurrent_activation="sigmoid", units=4)
+    single = parity.conditioning(case, perturbations=0)
+    perturbed = parity.conditioning(case, perturbations=2)
+    assert single.ok and perturbed.ok  # a well-conditioned case stays decidable
+    assert perturbed.tolerance_used >= single.tolerance_used
+    assert parity.conditioning(case, perturbations=2).tolerance_used == perturbed.tolerance_used
+    with pytest.raises(ValueError, match="perturbations must be a non-negative integer; got -1"):
+        parity.conditioning(case, perturbations=-1)
+
+
+def test_ulp_perturbed_moves_every_element_by_one_float32_ulp() -> None:
+    values = np.array([0.0, 1.0, -3.5, 1e-30, 7e4], dtype=np.float32)
+    moved = parity.ulp_perturbed(values, np.random.default_rng(0))
+    assert moved.dtype == np.float32
+    assert np.all(moved != values)
+    up = np.nextafter(values, np.float32(np.inf))
+    down = np.nextafter(values, np.float32(-np.inf))
+    assert np.all((moved == up) | (moved == down))
