@@ -92,8 +92,7 @@ def conditioning(case: Case, share: float = 0.5, perturbations: int = 0) -> Comp
     float32 run that saturates or overflows where float64 does not can hide (or invent)
     sensitivity, which is why the fuzz keeps gates to functions with values in [0, 1].
     """
-    if isinstance(perturbations, bool) or not isinstance(perturbations, int) or perturbations < 0:
-        raise ValueError(f"perturbations must be a non-negative integer; got {perturbations!r}")
+    nudges = perturbation_nudges(perturbations, case.seed)
     data = make_data(case)
     high = twin_for(case, weights=data.weights, overrides={"dtype": "float64"})
     expected = []
@@ -101,15 +100,13 @@ def conditioning(case: Case, share: float = 0.5, perturbations: int = 0) -> Comp
         if call.reset_before:
             high.reset_state()
         expected.append(high(call.inputs, initial_state=call.initial_state, mask=call.mask))
-    rng = np.random.default_rng(case.seed)
     worst: Comparison | None = None
-    for run in range(perturbations + 1):
-        nudge = (lambda a: a) if run == 0 else (lambda a: ulp_perturbed(a, rng))
-        low = twin_for(case, weights=[nudge(w) for w in data.weights], overrides={"dtype": "float32"})
+    for run, nudge in enumerate(nudges):
+        low = twin_for(case, weights=nudge(data.weights), overrides={"dtype": "float32"})
         for number, (call, b) in enumerate(zip(data.calls, expected)):
             if call.reset_before:
                 low.reset_state()
-            initial_state = None if call.initial_state is None else [nudge(s) for s in call.initial_state]
+            initial_state = nudge(call.initial_state)  # drawn before the inputs, as in the measured runs
             a = low(nudge(call.inputs), initial_state=initial_state, mask=call.mask)
             label = f"{case.case_id} call {number}" + (f" perturbation {run}" if run else "")
             result = compare_conditioning(a, b, case.dtype, context=label, share=share)
@@ -119,6 +116,24 @@ def conditioning(case: Case, share: float = 0.5, perturbations: int = 0) -> Comp
                 worst = result
     assert worst is not None
     return worst
+
+
+def perturbation_nudges(perturbations: int, seed: int) -> list[Callable[[Any], Any]]:
+    """The data transforms of :func:`conditioning`'s float32 runs: the identity, then
+    ``perturbations`` random one-ulp perturbations (:func:`ulp_perturbed`, one generator seeded
+    with ``seed``). Each maps an array, or nested lists/tuples of arrays, and leaves None."""
+    if isinstance(perturbations, bool) or not isinstance(perturbations, int) or perturbations < 0:
+        raise ValueError(f"perturbations must be a non-negative integer; got {perturbations!r}")
+    rng = np.random.default_rng(seed)
+
+    def perturb(value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, (list, tuple)):
+            return type(value)(perturb(v) for v in value)
+        return ulp_perturbed(value, rng)
+
+    return [lambda value: value] + [perturb] * perturbations
 
 
 def ulp_perturbed(array: Any, rng: np.random.Generator) -> np.ndarray:

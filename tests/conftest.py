@@ -9,7 +9,8 @@ import importlib.util
 import os
 import platform
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -66,6 +67,17 @@ def flavor_params(flavor: str, values: list[tuple], ids: list[str] | None = None
 @functools.cache
 def keras_handle(flavor: str) -> keras_adapter.KerasHandle:
     return keras_adapter.load_keras(flavor)
+
+
+def assert_keras_still_fails(failure: Any, handle: keras_adapter.KerasHandle, call: Callable[[], Any], context: str = "") -> None:
+    """A known Keras failure (a known_differences entry) is data: ``call()`` must still raise,
+    with the error the entry names, or the entry is stale and the test fails."""
+    try:
+        call()
+    except Exception as exc:
+        assert failure.matches_error(exc), f"{failure.id}: Keras failed differently: {exc}{context}"
+        return
+    pytest.fail(f"known Keras failure {failure.id} no longer happens ({handle.describe()}): update the table")
 
 
 pytest_plugins = ["pytester"]

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import FLAVOR_MAJOR, FUZZ_EXAMPLES, flavor_params, keras_handle
+from conftest import FLAVOR_MAJOR, FUZZ_EXAMPLES, assert_keras_still_fails, flavor_params, keras_handle
 from hypothesis import event as hypothesis_event
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
@@ -74,13 +74,9 @@ def check_layer_case(flavor: str, case: Case) -> None:
     handle = keras_handle(flavor)
     failure = expected_keras_failure(case.to_dict(), handle.environment)
     if failure is not None:
-        try:
-            parity.run_case(case, handle)
-        except Exception as exc:
-            assert failure.matches_error(exc), f"{failure.id}: Keras failed differently: {exc}\n{reproducer(case, flavor)}"
-            event(f"known Keras failure {failure.id}")
-            return
-        pytest.fail(f"known Keras failure {failure.id} no longer happens ({handle.describe()}): update the table")
+        assert_keras_still_fails(failure, handle, lambda: parity.run_case(case, handle), f"\n{reproducer(case, flavor)}")
+        event(f"known Keras failure {failure.id}")
+        return
     if not parity.conditioning(case, share=FUZZ_SHARE, perturbations=PERTURBATIONS).ok:
         if case.dtype == "float32":
             event("float32 undecidable (twin's float32 rounding): replayed in float64")
@@ -164,26 +160,12 @@ def _twin_composition(case: CompositionCase, dtype: str, keras_version: int, bac
     return twin
 
 
-def _perturbed_tree(value: Any, rng: np.random.Generator) -> Any:
-    """``value``'s arrays (in nested lists and tuples) moved one float32 ulp (parity.ulp_perturbed)."""
-    if value is None:
-        return None
-    if isinstance(value, (list, tuple)):
-        return type(value)(_perturbed_tree(v, rng) for v in value)
-    return parity.ulp_perturbed(value, rng)
-
-
 def _composition_decidable(case: CompositionCase, keras_version: int, data: Any, float64_result: Any) -> bool:
     """parity.conditioning's rule for a composition: the float32 twin, on the data and on
     PERTURBATIONS one-ulp perturbations of it, within FUZZ_SHARE of the tolerance of the float64 twin."""
-    rng = np.random.default_rng(case.seed)
-    for run in range(PERTURBATIONS + 1):
-        same = run == 0
-        weights = data.weights if same else _perturbed_tree(data.weights, rng)
-        low = _twin_composition(case, "float32", keras_version, "numpy", weights)
-        inputs = data.inputs if same else _perturbed_tree(data.inputs, rng)
-        initial_state = data.initial_state if same else _perturbed_tree(data.initial_state, rng)
-        result = low(inputs, initial_state=initial_state, mask=data.mask)
+    for nudge in parity.perturbation_nudges(PERTURBATIONS, case.seed):
+        low = _twin_composition(case, "float32", keras_version, "numpy", nudge(data.weights))
+        result = low(nudge(data.inputs), initial_state=nudge(data.initial_state), mask=data.mask)
         if not parity.compare_conditioning(result, float64_result, case.dtype, share=FUZZ_SHARE).ok:
             return False
     return True
@@ -197,13 +179,11 @@ def check_composition_case(flavor: str, case: CompositionCase) -> None:
     keras_layer = _keras_composition(handle, case, data.weights)
     failure = expected_keras_failure(case.config(), handle.environment)
     if failure is not None:
-        try:
-            keras_adapter.call_layer(handle, keras_layer, data.inputs, data.initial_state, data.mask)
-        except Exception as exc:
-            assert failure.matches_error(exc), f"{failure.id}: Keras failed differently: {exc}"
-            event(f"known Keras failure {failure.id}")
-            return
-        pytest.fail(f"known Keras failure {failure.id} no longer happens ({handle.describe()}): update the table")
+        assert_keras_still_fails(
+            failure, handle, lambda: keras_adapter.call_layer(handle, keras_layer, data.inputs, data.initial_state, data.mask)
+        )
+        event(f"known Keras failure {failure.id}")
+        return
     high = _twin_composition(case, "float64", handle.major, "numpy", data.weights)
     arguments = {"initial_state": data.initial_state, "mask": data.mask}
     if not _composition_decidable(case, handle.major, data, high(data.inputs, **arguments)):

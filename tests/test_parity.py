@@ -9,7 +9,7 @@ call and the carried states) with the one tolerance helper. Reproduce one case w
 from __future__ import annotations
 
 import pytest
-from conftest import FLAVOR_MAJOR, flavor_params, keras_handle
+from conftest import FLAVOR_MAJOR, assert_keras_still_fails, flavor_params, keras_handle
 
 from rnnparity import matrix, parity
 from rnnparity.known_differences import expected_keras_failure
@@ -28,12 +28,7 @@ def test_twin_matches_keras(flavor: str, case: matrix.Case) -> None:
     handle = keras_handle(flavor)
     failure = expected_keras_failure(case.to_dict(), handle.environment)
     if failure is not None:
-        # A known Keras bug is data: Keras must still fail here, or the entry is stale.
-        try:
-            parity.run_case(case, handle)
-        except Exception as exc:
-            assert failure.matches_error(exc), f"{failure.id}: Keras failed differently: {exc}"
-            pytest.skip(f"known Keras failure {failure.id}: {failure.reason}")
-        pytest.fail(f"known Keras failure {failure.id} no longer happens ({handle.describe()}): update the table")
+        assert_keras_still_fails(failure, handle, lambda: parity.run_case(case, handle))
+        pytest.skip(f"known Keras failure {failure.id}: {failure.reason}")
     result = parity.run_case(case, handle)
     assert result.ok, result.message
