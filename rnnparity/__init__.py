@@ -1,17 +1,17 @@
 """NumPy twins of the Keras recurrent layers, and the tools that prove they match Keras.
 
 ``import rnnparity`` loads NumPy only; Keras is imported lazily by :func:`from_keras`, and
-h5py by :mod:`rnnparity.legacy` (old Keras HDF5 files) when it reads one.
+h5py by :mod:`rnnparity.files.legacy` (old Keras HDF5 files) when it reads one.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from rnnparity import legacy
 from rnnparity.backprop import gradients
 from rnnparity.bidirectional import Bidirectional
 from rnnparity.compare import assert_parity, compare
+from rnnparity.files import legacy
 from rnnparity.gru import GRU, GRUCell
 from rnnparity.lstm import LSTM, LSTMCell
 from rnnparity.rnn import RNN
@@ -40,6 +40,6 @@ __all__ = [
 
 def from_keras(layer: Any) -> Any:
     """A twin with ``layer``'s configuration and a copy of its weights (see keras_adapter)."""
-    from rnnparity.keras_adapter import from_keras as _from_keras
+    from rnnparity.suite.keras_adapter import from_keras as _from_keras
 
     return _from_keras(layer)

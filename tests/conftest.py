@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-from rnnparity import keras_adapter
+from rnnparity.suite import keras_adapter
 
 # Hypothesis profiles. "rnnparity-quick" (the default run): few examples per property,
 # derandomized (the same examples every run, on every machine), no example database, and a

@@ -1,8 +1,8 @@
 """The gradient parity matrix: configurations, their seeded data, and one runner that feeds the
 same data to ``tf.GradientTape`` over a Keras layer and to ``rnnparity.gradients``.
 
-A gradient case is a forward-matrix :class:`rnnparity.matrix.Case` (same fields, same
-seeded weights, inputs, masks and initial states from :func:`rnnparity.matrix.make_data`)
+A gradient case is a forward-matrix :class:`rnnparity.suite.matrix.Case` (same fields, same
+seeded weights, inputs, masks and initial states from :func:`rnnparity.suite.matrix.make_data`)
 plus seeded random ``output_grads`` for every output and returned state. Weights are never
 constant: a constant kernel would hide a swapped gate in the gradients as in the outputs.
 """
@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 import rnnparity
-from rnnparity import keras_adapter, matrix, parity
 from rnnparity.activations import activations_for
 from rnnparity.compare import Comparison, compare, tolerances
 from rnnparity.rnn import flatten_nested
+from rnnparity.suite import keras_adapter, matrix, parity
 
 VARIANTS = [("lstm", True), ("gru", True), ("gru", False), ("simple_rnn", True)]
 RETURNS = [(False, False), (True, False), (False, True), (True, True)]

@@ -1,15 +1,15 @@
 """Hypothesis strategies: random layer configurations, as the matrix's own ``Case``.
 
 A drawn ``Case`` is a complete, frozen description (layer kind, every option, shapes, dtype,
-input scale and a data seed), so :func:`rnnparity.matrix.make_data` turns it into the same
+input scale and a data seed), so :func:`rnnparity.suite.matrix.make_data` turns it into the same
 seeded random weights, inputs, masks and initial states as any matrix case, and
-:func:`rnnparity.parity.run_case` runs it against Keras. Hypothesis shrinks a failure towards
+:func:`rnnparity.suite.parity.run_case` runs it against Keras. Hypothesis shrinks a failure towards
 the first value of every choice (LSTM, tanh, sigmoid, one unit, one timestep, float32,
 options off) and the reproducer command below replays it exactly.
 
 The strategies keep to the matrix's conditioning rules: weights at the matrix's scales
 (never constants), gate functions (values in [0, 1]) as the gates, and a case is only
-compared with Keras if it passes :func:`rnnparity.parity.conditioning`.
+compared with Keras if it passes :func:`rnnparity.suite.parity.conditioning`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from rnnparity.activations import activations_for
-from rnnparity.matrix import MASK_MODES, Case, random_mask, random_states, random_weights
+from rnnparity.suite.matrix import MASK_MODES, Case, random_mask, random_states, random_weights
 
 KINDS = (("lstm", True), ("gru", True), ("gru", False), ("simple_rnn", True))
 # Gate functions: values in [0, 1], so a gate never expands the recurrence. Any other
@@ -125,7 +125,7 @@ def layer_cases(
 def reproducer(case: Case, flavor: str) -> str:
     """A shell command that replays ``case`` against Keras ``flavor`` and prints the comparison."""
     return (
-        'python -c "from rnnparity import keras_adapter, parity; from rnnparity.matrix import Case; '
+        'python -c "from rnnparity.suite import keras_adapter, parity; from rnnparity.suite.matrix import Case; '
         f"print(parity.run_case({case!r}, keras_adapter.load_keras('{flavor}')).message)\""
     )
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import rnnparity
-from rnnparity import GRU, LSTM, GRUCell, LSTMCell, SimpleRNN, SimpleRNNCell, matrix
+from rnnparity import GRU, LSTM, GRUCell, LSTMCell, SimpleRNN, SimpleRNNCell
+from rnnparity.suite import matrix
 
 
 def _weights(kind: str, units: int = 3, input_dim: int = 2, **kwargs) -> list[np.ndarray]:
@@ -226,7 +227,7 @@ def test_version_is_exposed() -> None:
 
 
 def test_known_differences_table_is_complete() -> None:
-    from rnnparity.known_differences import KNOWN_DIFFERENCES
+    from rnnparity.suite.known_differences import KNOWN_DIFFERENCES
 
     ids = [d.id for d in KNOWN_DIFFERENCES]
     assert len(ids) == len(set(ids))

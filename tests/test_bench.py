@@ -10,9 +10,10 @@ import pytest
 from conftest import flavor_params
 
 import rnnparity
-from rnnparity import bench, rnn
-from rnnparity.cli import main
-from rnnparity.matrix import random_weights
+from rnnparity import rnn
+from rnnparity.cli.commands import main
+from rnnparity.suite import bench
+from rnnparity.suite.matrix import random_weights
 
 
 @pytest.mark.parametrize("flavor", flavor_params("keras3", [("keras3",)]))

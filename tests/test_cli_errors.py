@@ -15,7 +15,8 @@ from conftest import FLAVOR_MAJOR, flavor_params, keras_handle
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rnnparity import cli, report
+from rnnparity.cli import commands as cli
+from rnnparity.suite import report
 
 
 def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -11,8 +11,9 @@ import itertools
 import numpy as np
 import pytest
 
-from rnnparity import GRU, LSTM, SimpleRNN, assert_parity, matrix
-from rnnparity.parity import twin_for
+from rnnparity import GRU, LSTM, SimpleRNN, assert_parity
+from rnnparity.suite import matrix
+from rnnparity.suite.parity import twin_for
 
 VARIANTS = [("lstm", True), ("gru", True), ("gru", False), ("simple_rnn", True)]
 GRID = list(itertools.product(VARIANTS, ("float32", "float64"), (2, 3)))

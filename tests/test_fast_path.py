@@ -10,7 +10,7 @@ import pytest
 import rnnparity
 from rnnparity import activations, compare, rnn
 from rnnparity.layout import GATE_ORDER
-from rnnparity.matrix import random_states, random_weights
+from rnnparity.suite.matrix import random_states, random_weights
 
 # Every activation function either Keras offers, once each (hard_sigmoid twice: two formulas).
 _BY_FUNCTION = {fn: f"{name}-keras{v}" for v in (2, 3) for name, fn in activations.activations_for(v).items()}

@@ -1,7 +1,7 @@
 """Property-based fuzzing of the twins against Keras (Hypothesis).
 
 Random configurations (tests/strategies.py) with seeded random weights, inputs, masks and
-initial states, run through the same :func:`rnnparity.parity.run_case` as the matrix: the
+initial states, run through the same :func:`rnnparity.suite.parity.run_case` as the matrix: the
 twin must equal Keras within the dtype tolerance, for every output and state of every call.
 
 * The quick profile runs in the default suite: a fixed, derandomized set of examples per
@@ -33,10 +33,10 @@ from hypothesis.database import DirectoryBasedExampleDatabase
 from strategies import CompositionCase, composition_cases, composition_data, composition_reproducer, layer_cases, reproducer
 
 import rnnparity
-from rnnparity import keras_adapter, parity
 from rnnparity.compare import compare
-from rnnparity.known_differences import expected_keras_failure, tolerance_for
-from rnnparity.matrix import Case
+from rnnparity.suite import keras_adapter, parity
+from rnnparity.suite.known_differences import expected_keras_failure, tolerance_for
+from rnnparity.suite.matrix import Case
 
 # The share of the float32 tolerance the twin's own rounding may use in a fuzzed case: a
 # quarter, leaving three quarters to Keras, whose float32 rounding the long fuzz measured at

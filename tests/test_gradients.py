@@ -13,10 +13,11 @@ import pytest
 from gradient_cases import compare_gradients, default_cases, gradient_tolerance, slow_cases, twin_gradients
 
 import rnnparity
-from rnnparity import activation_grads, activations, backprop, bench, rnn
+from rnnparity import activation_grads, activations, backprop, rnn
 from rnnparity.compare import assert_parity
-from rnnparity.matrix import random_mask, random_states, random_weights
 from rnnparity.rnn import flatten_nested
+from rnnparity.suite import bench
+from rnnparity.suite.matrix import random_mask, random_states, random_weights
 
 VARIANTS = [("lstm", True), ("gru", True), ("gru", False), ("simple_rnn", True)]
 TWIN = {"lstm": rnnparity.LSTM, "gru": rnnparity.GRU, "simple_rnn": rnnparity.SimpleRNN}

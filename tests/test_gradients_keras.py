@@ -22,9 +22,10 @@ from conftest import FLAVOR_MAJOR, flavor_params, keras_handle
 from gradient_cases import RETURNS, VARIANTS, compare_gradients, default_cases, run_gradient_case, slow_cases
 
 import rnnparity
-from rnnparity import activation_grads, activations, backprop, keras_adapter
+from rnnparity import activation_grads, activations, backprop
 from rnnparity.compare import compare
-from rnnparity.matrix import random_mask, random_states, random_weights
+from rnnparity.suite import keras_adapter
+from rnnparity.suite.matrix import random_mask, random_states, random_weights
 
 KERAS_LAYER = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}
 TWIN_LAYER = {"lstm": rnnparity.LSTM, "gru": rnnparity.GRU, "simple_rnn": rnnparity.SimpleRNN}

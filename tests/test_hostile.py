@@ -23,12 +23,13 @@ import pytest
 from conftest import FLAVOR_MAJOR, flavor_params, keras_handle
 
 import rnnparity
-from rnnparity import GRU, LSTM, SimpleRNN, activations, assert_parity, keras_adapter, matrix
+from rnnparity import GRU, LSTM, SimpleRNN, activations, assert_parity
 from rnnparity.activations import activations_for
 from rnnparity.compare import compare
-from rnnparity.known_differences import KNOWN_DIFFERENCES, expected_keras_failure, tolerance_for
-from rnnparity.parity import compare_conditioning, twin_for
 from rnnparity.rnn import flatten_nested
+from rnnparity.suite import keras_adapter, matrix
+from rnnparity.suite.known_differences import KNOWN_DIFFERENCES, expected_keras_failure, tolerance_for
+from rnnparity.suite.parity import compare_conditioning, twin_for
 
 VARIANTS = [("lstm", True), ("gru", True), ("gru", False), ("simple_rnn", True)]
 VARIANT_IDS = ["lstm", "gru-ra", "gru-rb", "simple_rnn"]

@@ -7,7 +7,8 @@ import pytest
 from conftest import FLAVOR_MAJOR, flavor_params, keras_handle
 
 import rnnparity
-from rnnparity import assert_parity, keras_adapter, matrix, parity
+from rnnparity import assert_parity
+from rnnparity.suite import keras_adapter, matrix, parity
 
 CLASSES = [("LSTM", "lstm"), ("GRU", "gru"), ("SimpleRNN", "simple_rnn")]
 

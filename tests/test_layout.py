@@ -7,7 +7,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from rnnparity import GRU, LSTM, SimpleRNN, layout, matrix
+from rnnparity import GRU, LSTM, SimpleRNN, layout
+from rnnparity.suite import matrix
 
 VARIANTS = [("lstm", True), ("gru", True), ("gru", False), ("simple_rnn", True)]
 CLASSES = {"lstm": LSTM, "gru": GRU, "simple_rnn": SimpleRNN}
@@ -96,15 +97,15 @@ def test_explain_layout_matches_split_gates(kind: str, reset_after: bool) -> Non
 def test_docs_page_is_generated_from_the_layout_data() -> None:
     import pathlib
 
-    from rnnparity.docs import weight_layout_markdown
+    from rnnparity.cli.docs import weight_layout_markdown
 
     page = pathlib.Path(__file__).resolve().parents[1] / "docs" / "weight-layout.md"
-    assert page.read_text() == weight_layout_markdown(), "regenerate: python -m rnnparity.docs > docs/weight-layout.md"
+    assert page.read_text() == weight_layout_markdown(), "regenerate: python -m rnnparity.cli.docs > docs/weight-layout.md"
 
 
 @pytest.mark.parametrize("fmt", ["text", "markdown", "json"])
 def test_explain_command(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from rnnparity.cli import main
+    from rnnparity.cli.commands import main
 
     assert main(["explain", "gru", "--units", "5", "--input-dim", "2", "--reset-after", "false", "--format", fmt]) == 0
     out = capsys.readouterr().out
@@ -114,7 +115,7 @@ def test_explain_command(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_docs_page_pictures_exist() -> None:
-    from rnnparity.docs import PAGES, picture_name, weight_layout_markdown
+    from rnnparity.cli.docs import PAGES, picture_name, weight_layout_markdown
 
     docs = pathlib.Path(__file__).resolve().parents[1] / "docs"
     page = weight_layout_markdown()
@@ -122,7 +123,7 @@ def test_docs_page_pictures_exist() -> None:
         name = picture_name(kind, reset_after)
         assert f"]({name})" in page
         assert (docs / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", (
-            f"regenerate: python -m rnnparity.docs --pictures docs ({name})"
+            f"regenerate: python -m rnnparity.cli.docs --pictures docs ({name})"
         )
 
 
@@ -134,8 +135,8 @@ def test_plot_draws_each_gate_block_where_the_layout_puts_it(
     kind: str, reset_after: bool, use_bias: bool, tmp_path: pathlib.Path
 ) -> None:
     pytest.importorskip("matplotlib", reason="--plot needs the [plot] extra (CI installs it)")
+    from rnnparity.cli.plot import draw_layout
     from rnnparity.layout import GATE_ORDER, explain_layout, gate_slice
-    from rnnparity.plot import draw_layout
 
     path = tmp_path / "layout.png"
     drawn = draw_layout(explain_layout(kind, 5, 2, reset_after, use_bias), path)
@@ -147,7 +148,7 @@ def test_plot_draws_each_gate_block_where_the_layout_puts_it(
 
 def test_explain_plot_from_the_command_line(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("matplotlib", reason="--plot needs the [plot] extra (CI installs it)")
-    from rnnparity import cli
+    from rnnparity.cli import commands as cli
 
     path = tmp_path / "gru.svg"
     assert cli.main(["explain", "gru", "--units", "3", "--plot", str(path)]) == 0

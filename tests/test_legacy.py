@@ -1,4 +1,4 @@
-"""Old Keras files read without Keras (rnnparity.legacy), the cuDNN conversion, and the old defaults.
+"""Old Keras files read without Keras (rnnparity.files.legacy), the cuDNN conversion, and the old defaults.
 
 The files are hand-built here in the layouts Keras 2.0-2.2 wrote (see legacy_files.py) or
 written by tf_keras / Keras 3 in the tests that need Keras. Parity with Keras, and the cuDNN
@@ -20,7 +20,8 @@ pytest.importorskip("h5py")
 import legacy_files as lf
 
 import rnnparity
-from rnnparity import cli, legacy
+from rnnparity.cli import commands as cli
+from rnnparity.files import legacy
 from rnnparity.layout import GATE_ORDER, from_cudnn, gate_slice
 
 
@@ -150,7 +151,7 @@ def test_reads_a_keras22_model_with_cudnn_layers(tmp_path: Path) -> None:
     assert [(x.units, x.input_dim) for x in file.layers] == [(4, 3), (2, 4)]
     assert file.others == {"dense_1": [(4, 1), (1,)]}
 
-    lstm = rnnparity.legacy.twin_from_weights(path, "cu_dnnlstm_1")
+    lstm = rnnparity.files.legacy.twin_from_weights(path, "cu_dnnlstm_1")
     assert isinstance(lstm, rnnparity.LSTM) and lstm.return_sequences and lstm.keras_version == 2
     assert (lstm.units, lstm.recurrent_activation, lstm.activation) == (4, "sigmoid", "tanh")
     for ours, expected in zip(lstm.get_weights(), from_cudnn(stored["cu_dnnlstm_1"], "lstm")):
@@ -321,7 +322,7 @@ def test_explain_lists_every_recurrent_layer_without_importing_keras(tmp_path: P
     path, _ = _keras22_cudnn_model(tmp_path / "model.h5")
     code = (
         "import sys, json\n"
-        "from rnnparity.cli import main\n"
+        "from rnnparity.cli.commands import main\n"
         f"assert main(['explain', {str(path)!r}, '--format', 'json']) == 0\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'tf_keras') if m in sys.modules]\n"
         "assert not heavy, heavy\n"

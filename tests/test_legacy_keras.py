@@ -20,8 +20,10 @@ pytest.importorskip("h5py")
 
 import legacy_files as lf
 
-from rnnparity import assert_parity, cli, layout, legacy
-from rnnparity.keras_adapter import KerasHandle, call_layer
+from rnnparity import assert_parity, layout
+from rnnparity.cli import commands as cli
+from rnnparity.files import legacy
+from rnnparity.suite.keras_adapter import KerasHandle, call_layer
 
 TF_KERAS = flavor_params("tf-keras", [("tf-keras",)])
 KERAS3 = flavor_params("keras3", [("keras3",)])

@@ -8,8 +8,8 @@ import itertools
 import numpy as np
 import pytest
 
-from rnnparity import matrix
-from rnnparity.parity import conditioning
+from rnnparity.suite import matrix
+from rnnparity.suite.parity import conditioning
 
 
 def test_matrix_has_at_least_2000_cases_and_unique_ids() -> None:

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from conftest import FLAVOR_MAJOR, flavor_params, keras_handle
 
-from rnnparity import matrix, parity
-from rnnparity.known_differences import expected_keras_failure
 from rnnparity.layout import GATE_ORDER, gate_slice
+from rnnparity.suite import matrix, parity
+from rnnparity.suite.known_differences import expected_keras_failure
 
 
 def _swap_gates(kind: str, a: str, b: str, units: int):

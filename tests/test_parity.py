@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 from conftest import FLAVOR_MAJOR, assert_keras_still_fails, flavor_params, keras_handle
 
-from rnnparity import matrix, parity
-from rnnparity.known_differences import expected_keras_failure
+from rnnparity.suite import matrix, parity
+from rnnparity.suite.known_differences import expected_keras_failure
 
 
 def _params() -> list:

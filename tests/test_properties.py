@@ -24,9 +24,10 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from strategies import WELL_CONDITIONED, layer_cases
 
-from rnnparity import assert_parity, matrix
+from rnnparity import assert_parity
 from rnnparity.compare import compare
-from rnnparity.parity import conditioning, twin_for
+from rnnparity.suite import matrix
+from rnnparity.suite.parity import conditioning, twin_for
 
 KERAS_VERSIONS = st.sampled_from((3, 2))
 

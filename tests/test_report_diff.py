@@ -9,8 +9,8 @@ import pathlib
 import pytest
 from conftest import FLAVOR_MAJOR, flavor_available, keras_handle
 
-from rnnparity import matrix, parity, report
-from rnnparity.cli import main
+from rnnparity.cli.commands import main
+from rnnparity.suite import matrix, parity, report
 
 both_flavors = pytest.mark.skipif(
     not all(flavor_available(f) for f in FLAVOR_MAJOR), reason="needs both keras 3 and tf_keras installed"
@@ -128,7 +128,7 @@ def test_check_refuses_an_unwritable_json_path(tmp_path, capsys) -> None:
 def test_stateful_initial_state_difference_still_holds(kind: str) -> None:
     """The known difference 'stateful-initial-state': same data, different Keras numbers
     from the second call on (where initial_state is passed again), identical before."""
-    from rnnparity.known_differences import explain
+    from rnnparity.suite.known_differences import explain
 
     case = matrix.Case(kind, 2, units=3, input_dim=2, timesteps=4, batch=2, stateful=True, initial_state=True, seed=5)
     old = parity.run_case(case, keras_handle("tf-keras"))

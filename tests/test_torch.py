@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from rnnparity import GRU, LSTM, SimpleRNN, assert_parity, layout, matrix
+from rnnparity import GRU, LSTM, SimpleRNN, assert_parity, layout
+from rnnparity.suite import matrix
 
 CLASSES = {"lstm": LSTM, "gru": GRU, "simple_rnn": SimpleRNN}
 

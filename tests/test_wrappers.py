@@ -17,10 +17,11 @@ import pytest
 from conftest import FLAVOR_MAJOR, flavor_params, keras_handle
 
 import rnnparity
-from rnnparity import assert_parity, keras_adapter
-from rnnparity.keras_adapter import KerasHandle
-from rnnparity.known_differences import expected_keras_failure, tolerance_for
-from rnnparity.matrix import random_mask, random_states, random_weights
+from rnnparity import assert_parity
+from rnnparity.suite import keras_adapter
+from rnnparity.suite.keras_adapter import KerasHandle
+from rnnparity.suite.known_differences import expected_keras_failure, tolerance_for
+from rnnparity.suite.matrix import random_mask, random_states, random_weights
 
 KERAS_LAYER = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}
 TWIN_LAYER = {"lstm": rnnparity.LSTM, "gru": rnnparity.GRU, "simple_rnn": rnnparity.SimpleRNN}

@@ -7,8 +7,8 @@ import pytest
 
 import rnnparity
 from rnnparity import assert_parity
-from rnnparity.matrix import random_states, random_weights
 from rnnparity.rnn import flatten_nested
+from rnnparity.suite.matrix import random_states, random_weights
 
 
 def _stack(keras_version: int = 3, dtype: str = "float32") -> rnnparity.StackedRNNCells:

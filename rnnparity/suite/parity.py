@@ -1,6 +1,6 @@
 """Run one matrix case against an installed Keras and its twin, and compare every result.
 
-Needs Keras (through :mod:`rnnparity.keras_adapter`); used by the test suite and by
+Needs Keras (through :mod:`rnnparity.suite.keras_adapter`); used by the test suite and by
 ``rnnparity check`` so both prove the same thing the same way.
 """
 
@@ -12,15 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from rnnparity import keras_adapter
 from rnnparity.compare import DEFAULT_TOLERANCES, Comparison, compare
 from rnnparity.gru import GRU
-from rnnparity.known_differences import tolerance_for
 from rnnparity.lstm import LSTM
-from rnnparity.matrix import Case, make_data
-from rnnparity.report import data_checksums
 from rnnparity.rnn import RecurrentLayer
 from rnnparity.simple_rnn import SimpleRNN
+from rnnparity.suite import keras_adapter
+from rnnparity.suite.known_differences import tolerance_for
+from rnnparity.suite.matrix import Case, make_data
+from rnnparity.suite.report import data_checksums
 
 TWIN_CLASS: dict[str, type[RecurrentLayer]] = {"lstm": LSTM, "gru": GRU, "simple_rnn": SimpleRNN}
 

@@ -22,7 +22,7 @@ import pytest
 
 from rnnparity.compare import Comparison
 from rnnparity.compare import assert_parity as _assert_parity
-from rnnparity.report import package_version, tensorflow_version
+from rnnparity.suite.report import package_version, tensorflow_version
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -50,7 +50,7 @@ def assert_parity() -> Callable[..., Comparison]:
 def check_parity() -> Callable[..., Comparison]:
     """``check_parity(keras_layer, inputs, initial_state=None, mask=None)``: twin vs Keras."""
     from rnnparity import from_keras
-    from rnnparity.keras_adapter import call_layer, keras_major_of, load_keras
+    from rnnparity.suite.keras_adapter import call_layer, keras_major_of, load_keras
 
     def check(layer: Any, inputs: Any, initial_state: Any = None, mask: Any = None, **tolerances: Any) -> Comparison:
         handle = load_keras("keras3" if keras_major_of(layer) == 3 else "tf-keras")

@@ -57,7 +57,7 @@ def jax_x64_enabled(backend: str) -> bool:
         return False
     import jax
 
-    return bool(jax.config.jax_enable_x64)
+    return bool(getattr(jax.config, "jax_enable_x64"))  # noqa: B009 (set at run time; the stubs lack it)
 
 
 def _major(version: str) -> int:
@@ -390,7 +390,7 @@ def reset_layer_state(handle: KerasHandle, layer: Any) -> None:
 
 def load_saved_model(handle: KerasHandle, path: str) -> Any:
     """Load a whole saved model with ``compile=False`` and ``safe_mode=True`` (the caller
-    has already refused Lambda layers and unknown classes, see rnnparity.verify)."""
+    has already refused Lambda layers and unknown classes, see rnnparity.files.verify)."""
     if handle.major == 3:
         return handle.module.saving.load_model(path, compile=False, safe_mode=True)
     return handle.module.models.load_model(path, compile=False, safe_mode=True)
@@ -428,7 +428,7 @@ def op_class_names(handle: KerasHandle) -> set[str]:
 def load_model_from_config(handle: KerasHandle, path: str, config: dict[str, Any]) -> Any:
     """A model built from ``config`` (already scanned) with the weights of the HDF5 file
     ``path`` loaded by Keras's own loader, which converts cuDNN weights on the way
-    (see rnnparity.legacy.plain_model_config)."""
+    (see rnnparity.files.legacy.plain_model_config)."""
     if handle.major != 2:
         raise ImportError("only Keras 2 (tf_keras) converts cuDNN weights when loading")
     model = handle.module.models.model_from_config(config)
@@ -451,7 +451,7 @@ def _plain_keras_config(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def reference_layer(handle: KerasHandle, plan: Any, file: Any) -> tuple[Any, str]:
-    """A built Keras layer configured as the twin of ``plan`` (a rnnparity.legacy.TwinPlan) with
+    """A built Keras layer configured as the twin of ``plan`` (a rnnparity.files.legacy.TwinPlan) with
     the weights of ``file`` loaded the way that Keras loads them, and how they were loaded."""
     k = handle.module
     layer_info = plan.layer

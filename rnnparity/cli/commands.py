@@ -17,8 +17,8 @@ import numpy as np
 import rnnparity
 
 if TYPE_CHECKING:
-    from rnnparity.keras_adapter import KerasHandle
-    from rnnparity.parity import CaseResult
+    from rnnparity.suite.keras_adapter import KerasHandle
+    from rnnparity.suite.parity import CaseResult
 
 EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
 
@@ -179,7 +179,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Forward time of each twin against the same Keras layer with the same weights, interleaved, "
         "median of --repeats calls; prints a table, the performance targets met or missed, and optionally JSON.",
     )
-    from rnnparity import bench as bench_module
+    from rnnparity.suite import bench as bench_module
 
     bench_module.add_arguments(bench)
     return parser
@@ -207,7 +207,7 @@ def parse_overrides(items: Sequence[str] | None) -> dict[str | None, dict[str, o
 def run_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import json
 
-    from rnnparity import verify
+    from rnnparity.files import verify
 
     for name in ("timesteps", "batch_size"):
         value = getattr(args, name)
@@ -350,7 +350,7 @@ def run_explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _plot(args: argparse.Namespace, pictures: list[tuple[str, dict[str, object]]], err: TextIO) -> int:
     if not args.plot:
         return EXIT_OK
-    from rnnparity.plot import draw_layout
+    from rnnparity.cli.plot import draw_layout
 
     for path, data in pictures:
         try:
@@ -367,10 +367,10 @@ def _plot(args: argparse.Namespace, pictures: list[tuple[str, dict[str, object]]
 
 def _explain_model(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Explain every recurrent layer of a saved model (loaded as safely as ``verify`` does).
-    An HDF5 file is read without Keras (:mod:`rnnparity.legacy`)."""
+    An HDF5 file is read without Keras (:mod:`rnnparity.files.legacy`)."""
     import json
 
-    from rnnparity import legacy, verify
+    from rnnparity.files import legacy, verify
     from rnnparity.layout import explain_layout
 
     if os.path.isfile(args.kind) and legacy.is_hdf5(args.kind):
@@ -384,7 +384,7 @@ def _explain_model(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     pictures = []
     if args.plot:
         base, suffix = os.path.splitext(args.plot)
-        from rnnparity.export import safe_filename
+        from rnnparity.files.export import safe_filename
 
         for number, (layer, _, settings) in enumerate(parts):
             pictures.append((f"{base}-{number:02d}-{safe_filename(layer)}{suffix or '.png'}", explain_layout(*settings)))
@@ -410,8 +410,8 @@ def _explain_hdf5(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     dim from the shapes, who wrote the file, what the twin assumes, and its gate layout."""
     import json
 
-    from rnnparity import legacy
-    from rnnparity.export import safe_filename
+    from rnnparity.files import legacy
+    from rnnparity.files.export import safe_filename
     from rnnparity.layout import explain_layout
 
     try:
@@ -502,7 +502,7 @@ def _explain_hdf5(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def environment_lines(handle: KerasHandle) -> list[str]:
     lines = [f"python {platform.python_version()}, numpy {np.__version__}, rnnparity {rnnparity.__version__}"]
-    from rnnparity.report import tensorflow_version
+    from rnnparity.suite.report import tensorflow_version
 
     tensorflow = tensorflow_version()
     lines.append(f"tensorflow {tensorflow}" if tensorflow else "tensorflow not installed")
@@ -533,8 +533,8 @@ class _Progress:
 
 
 def run_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from rnnparity import keras_adapter, matrix, parity, report
-    from rnnparity.known_differences import expected_keras_failure
+    from rnnparity.suite import keras_adapter, matrix, parity, report
+    from rnnparity.suite.known_differences import expected_keras_failure
 
     if args.show_failures < 0:
         err.write(f"rnnparity check: --show-failures must be 0 or more; got {args.show_failures}\n")
@@ -639,8 +639,8 @@ def _summary_table(groups: dict[tuple[str, str], list[CaseResult]]) -> str:
 
 
 def run_diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from rnnparity import report
-    from rnnparity.known_differences import KNOWN_DIFFERENCES
+    from rnnparity.suite import report
+    from rnnparity.suite.known_differences import KNOWN_DIFFERENCES
 
     for name in ("rtol", "atol"):
         value = getattr(args, name)
@@ -726,7 +726,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "verify":
         return run_verify(args, sys.stdout, sys.stderr)
     if args.command == "bench":
-        from rnnparity import bench
+        from rnnparity.suite import bench
 
         return bench.run(args, sys.stdout, sys.stderr)
     parser.error(f"unknown command {args.command!r}")

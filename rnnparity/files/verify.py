@@ -7,7 +7,7 @@ Steps, each its own function:
    attributes of an HDF5 file. The Keras that wrote the file picks the Keras that loads it
    (``keras_version`` 2.x: ``tf_keras``; 3.x: ``keras``), never the file name. ``CuDNNLSTM``
    and ``CuDNNGRU`` (GPU-only) are replaced by the plain layers that compute the same
-   (:func:`rnnparity.legacy.plain_model_config`) and Keras converts their weights on loading.
+   (:func:`rnnparity.files.legacy.plain_model_config`) and Keras converts their weights on loading.
 2. :func:`scan_config` refuses, before anything is deserialized, ``Lambda`` layers (whose
    stored code ``tf_keras`` would run even in safe mode), serialized Python functions, and
    any class that is not one of the loading Keras's own.
@@ -24,11 +24,11 @@ Steps, each its own function:
    the same arrays and every output and state is compared.
 
 For an HDF5 file, every recurrent layer's weights are also read without Keras
-(:mod:`rnnparity.legacy`) and must equal, bit for bit, what Keras loaded.
+(:mod:`rnnparity.files.legacy`) and must equal, bit for bit, what Keras loaded.
 
 A weights-only file (``save_weights``: legacy ``.h5`` or ``*.weights.h5``) has no model to
 run: :func:`verify_weights` checks each recurrent layer on its own, its twin from
-:func:`rnnparity.legacy.twin_from_weights` against the Keras layer that Keras loads the same
+:func:`rnnparity.files.legacy.twin_from_weights` against the Keras layer that Keras loads the same
 weights into.
 
 Loading problems raise :class:`ModelFileError` (the CLI's exit 2).
@@ -117,7 +117,7 @@ def _read_archive(file: Path) -> ModelFile:
 
 def is_weights_only(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is an HDF5 file of weights without a model (``save_weights``)."""
-    from rnnparity import legacy
+    from rnnparity.files import legacy
 
     file = Path(path)
     if not file.is_file() or not legacy.is_hdf5(file):
@@ -139,7 +139,7 @@ def _h5py() -> Any:
 
 
 def _read_hdf5(file: Path) -> ModelFile:
-    from rnnparity.legacy import _text
+    from rnnparity.files.legacy import _text
 
     h5py = _h5py()
     try:
@@ -235,7 +235,7 @@ def _first_line(exc: BaseException) -> str:
 
 def load_model(model_file: ModelFile) -> tuple[Any, Any]:
     """``(KerasHandle, model)``: the file scanned, then loaded by the Keras that wrote it."""
-    from rnnparity import keras_adapter
+    from rnnparity.suite import keras_adapter
 
     try:
         handle = keras_adapter.load_keras(model_file.flavor)
@@ -246,7 +246,7 @@ def load_model(model_file: ModelFile) -> tuple[Any, Any]:
         ) from None
     config = model_file.config
     if model_file.format == "h5":
-        from rnnparity.legacy import plain_model_config
+        from rnnparity.files.legacy import plain_model_config
 
         config, model_file.replaced = plain_model_config(config)
     scan_config(config, known_class_names(handle.module) | keras_adapter.op_class_names(handle), "")
@@ -450,9 +450,9 @@ def _arguments(original: Any, args: tuple, kwargs: dict[str, Any]) -> dict[str, 
 
 def run_model(handle: Any, model: Any, inputs: list[np.ndarray]) -> tuple[list[LayerResult], list[_Capture], int]:
     """Call ``model`` once with every recurrent layer recording its calls; compare twins."""
-    from rnnparity import keras_adapter
     from rnnparity.compare import compare
-    from rnnparity.known_differences import tolerance_for
+    from rnnparity.suite import keras_adapter
+    from rnnparity.suite.known_differences import tolerance_for
 
     layers = _layers_of(model)
     recurrent = [layer for layer in layers if is_recurrent(layer)]
@@ -541,7 +541,7 @@ def _unsupported_reason(layer: Any) -> str:
 
 
 def _twin_or_reason(layer: Any) -> Any:
-    from rnnparity.keras_adapter import from_keras
+    from rnnparity.suite.keras_adapter import from_keras
 
     try:
         return from_keras(layer)
@@ -635,17 +635,18 @@ def verify(
         seed=None if inputs_path else seed,
     )
     if export_dir is not None:
-        from rnnparity.export import export_vectors
+        from rnnparity.files.export import export_vectors
 
         report.exports = export_vectors(export_dir, captures, report)
     return report
 
 
 def check_file_weights(path: str, model: Any, rows: list[LayerResult]) -> None:
-    """For each verified layer of an HDF5 model: the weights :mod:`rnnparity.legacy` reads (and
+    """For each verified layer of an HDF5 model: the weights :mod:`rnnparity.files.legacy` reads (and
     converts) without Keras must equal, bit for bit, those Keras loaded. A difference is a
     MISMATCH; a layer the reader does not find is marked ``not read``."""
-    from rnnparity import keras_adapter, legacy
+    from rnnparity.files import legacy
+    from rnnparity.suite import keras_adapter
 
     try:
         file = legacy.read_weights_file(path)
@@ -700,7 +701,7 @@ def verify_weights(
 ) -> VerifyReport:
     """Check every recurrent layer of a weights-only file on its own.
 
-    Each layer's twin comes from :func:`rnnparity.legacy.plan_twin` (settings the file does not
+    Each layer's twin comes from :func:`rnnparity.files.legacy.plan_twin` (settings the file does not
     store: ``overrides[None]`` for every layer, ``overrides[name]`` for one, else the writer's
     defaults), with ``return_sequences`` and ``return_state`` on so every output is compared.
     The reference is a Keras layer with the same settings whose weights *Keras* loads from
@@ -709,7 +710,8 @@ def verify_weights(
     be identical; then both run on a seeded random batch, once without and once with a
     right-padded mask.
     """
-    from rnnparity import keras_adapter, legacy
+    from rnnparity.files import legacy
+    from rnnparity.suite import keras_adapter
 
     overrides = overrides or {}
     try:
@@ -766,7 +768,7 @@ def verify_weights(
         weights_only=True,
     )
     if export_dir is not None:
-        from rnnparity.export import export_vectors
+        from rnnparity.files.export import export_vectors
 
         report.exports = export_vectors(export_dir, captures, report)
     return report
@@ -775,9 +777,9 @@ def verify_weights(
 def _verify_one(
     handle: Any, file: Any, plan: Any, rng: np.random.Generator, batch_size: int, timesteps: int
 ) -> tuple[LayerResult, list[_Capture], tuple[int, ...]]:
-    from rnnparity import keras_adapter
     from rnnparity.compare import compare
-    from rnnparity.known_differences import tolerance_for
+    from rnnparity.suite import keras_adapter
+    from rnnparity.suite.known_differences import tolerance_for
 
     stored = plan.layer
     row = LayerResult(stored.name, _stored_type(stored), plan.summary, "ok", assumptions=[plan.description, *plan.assumptions])

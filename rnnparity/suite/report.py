@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 import rnnparity
-from rnnparity import known_differences
 from rnnparity.compare import compare_arrays
-from rnnparity.matrix import CaseData
+from rnnparity.suite import known_differences
+from rnnparity.suite.matrix import CaseData
 
 FORMAT = "rnnparity-check-report"
 FORMAT_VERSION = 1
@@ -95,7 +95,7 @@ def environment(handle: Any) -> dict[str, Any]:
         "jax_x64": handle.environment["jax_x64"],
     }
     if handle.backend == "tensorflow":
-        from rnnparity.keras_adapter import tensorflow_gelu_form
+        from rnnparity.suite.keras_adapter import tensorflow_gelu_form
 
         env["gelu_form"] = tensorflow_gelu_form()
     return env

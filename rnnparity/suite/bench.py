@@ -40,7 +40,7 @@ import numpy as np
 
 import rnnparity
 from rnnparity.layout import KERAS_CLASS_NAME
-from rnnparity.matrix import random_weights
+from rnnparity.suite.matrix import random_weights
 
 KINDS = ("lstm", "gru", "simple_rnn")
 DTYPES = ("float32", "float64")
@@ -187,7 +187,7 @@ def time_interleaved(callers: dict[str, Callable[[], Any]], repeats: int) -> dic
 def bench_one(
     handle: Any, kind: str, shape_name: str, dtype: str, contenders: Sequence[str], repeats: int, seed: int = 0
 ) -> Result:
-    from rnnparity import keras_adapter
+    from rnnparity.suite import keras_adapter
 
     shape = SHAPES[shape_name]
     rng = np.random.default_rng(seed)
@@ -215,7 +215,7 @@ def bench_one(
         comparison = rnnparity.compare(reference, twin(inputs), dtype=dtype, context=context)
         max_abs_error, parity = comparison.max_abs, comparison.ok
         if not parity and dtype == "float32":
-            from rnnparity.parity import compare_conditioning
+            from rnnparity.suite.parity import compare_conditioning
 
             float64_result = twin_for(kind, shape, "float64", weights)(inputs.astype(np.float64))
             decidable = compare_conditioning(twin(inputs), float64_result, dtype, context).ok
@@ -275,7 +275,7 @@ def environment(handle: Any) -> dict[str, Any]:
         env["numpy_blas"] = "unknown"
     if handle is not None:
         env["keras"] = handle.describe()
-        from rnnparity import keras_adapter
+        from rnnparity.suite import keras_adapter
 
         env["tensorflow"] = keras_adapter.tensorflow_version()
     return env
@@ -428,7 +428,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"rnnparity bench: --repeats must be a positive integer; got {args.repeats}\n")
         return 2
     if args.json_path and args.json_path != "-":
-        from rnnparity.cli import writable_file_problem
+        from rnnparity.cli.commands import writable_file_problem
 
         problem = writable_file_problem(args.json_path)
         if problem:  # checked before minutes of timing, not after
@@ -436,7 +436,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return 2
     handle = None
     if any(c in KERAS_CONTENDERS for c in contenders):
-        from rnnparity import keras_adapter
+        from rnnparity.suite import keras_adapter
 
         try:
             handle = keras_adapter.load_keras(args.keras)
