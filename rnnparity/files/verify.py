@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnparity.bidirectional import Bidirectional
 from rnnparity.compare import compare
 from rnnparity.files.inputs import (
     DEFAULT_BATCH_SIZE,
@@ -55,6 +56,7 @@ from rnnparity.files.model_file import (
 )
 from rnnparity.files.results import Capture, LayerResult, VerifyReport
 from rnnparity.files.weights_check import check_file_weights, verify_weights
+from rnnparity.stacked import StackedRNNCells
 from rnnparity.suite import keras_adapter
 from rnnparity.suite.known_differences import tolerance_for
 from rnnparity.twin_classes import NO_TWIN, TWIN_BY_KERAS_NAME
@@ -93,6 +95,8 @@ TWINNED_CLASSES = (*TWIN_BY_KERAS_NAME, "RNN", "Bidirectional")
 
 
 def is_recurrent(layer: Any) -> bool:
+    """Whether a Keras layer is recurrent: a class with a twin, one of :data:`NO_TWIN`, or a
+    subclass of Keras's ``RNN`` or ``Bidirectional``."""
     name = type(layer).__name__
     if name in TWINNED_CLASSES or name in NO_TWIN:
         return True
@@ -243,9 +247,6 @@ def _twin_or_reason(layer: Any) -> Any:
 def explained_cells(model: Any) -> list[tuple[str, str, tuple[str, int, int, bool, bool]]]:
     """For ``rnnparity explain MODEL``: per recurrent layer with a twin, each cell it runs,
     as ``(layer name, which part, (kind, units, input_dim, reset_after, use_bias))``."""
-    from rnnparity.bidirectional import Bidirectional
-    from rnnparity.stacked import StackedRNNCells
-
     found = []
     for layer in layers_of(model):
         if not is_recurrent(layer) or _unsupported_reason(layer):
