@@ -125,3 +125,15 @@ def test_tensorflow_version_prefers_the_imported_module_and_never_imports_it(mon
     monkeypatch.setattr(keras_adapter, "package_version", lambda name: None)
     monkeypatch.delitem(sys.modules, "tensorflow")
     assert keras_adapter.tensorflow_version() is None
+
+
+def test_reports_keep_their_keys_for_the_keras_version_and_release() -> None:
+    """Reports keep the keys of their first format (``diff`` reads older reports): the release
+    string under ``keras_version``, the 2 or 3 under ``keras_major``."""
+    from rnnparity.suite import report
+
+    handle = keras_adapter.KerasHandle(None, "keras", "3.1.2", 3, "numpy")
+    env = report.environment(handle)
+    assert (env["keras_version"], env["keras_major"], env["keras_flavor"]) == ("3.1.2", 3, "keras3")
+    assert handle.environment["keras_major"] == 3 and handle.major == handle.keras_version == 3
+    assert handle.describe() == "keras 3.1.2 (Keras 3, backend numpy)"
