@@ -47,7 +47,7 @@ from rnnparity.layout import GATE_ORDER, from_cudnn, gate_slice
 )
 def test_writer_defaults_follow_the_keras_that_wrote_the_file(version: str | None, layout: str, expected: tuple) -> None:
     writer = legacy.writer_defaults(version, layout)
-    assert (writer.keras_major, writer.recurrent_activation, writer.reset_after) == expected, writer
+    assert (writer.keras_version, writer.recurrent_activation, writer.reset_after) == expected, writer
 
 
 @pytest.mark.parametrize("version", ["1.2.2", "banana", "4.0.0"])
@@ -143,7 +143,7 @@ def _keras22_cudnn_model(path: Path, seed: int = 0) -> tuple[Path, dict[str, lis
 def test_reads_a_keras22_model_with_cudnn_layers(tmp_path: Path) -> None:
     path, stored = _keras22_cudnn_model(tmp_path / "model.h5")
     file = legacy.read_weights_file(path)
-    assert (file.layout, file.keras_version, file.backend) == ("model", "2.2.4", "tensorflow")
+    assert (file.layout, file.keras_release, file.backend) == ("model", "2.2.4", "tensorflow")
     assert [(x.name, x.class_name, x.saved_class, x.inner_class) for x in file.layers] == [
         ("cu_dnnlstm_1", "CuDNNLSTM", "CuDNNLSTM", "CuDNNLSTM"),
         ("bidirectional_1", "Bidirectional", "Bidirectional", "CuDNNGRU"),
@@ -186,7 +186,7 @@ def test_reads_weights_only_files_of_keras20(tmp_path: Path, suffix: str, as_byt
     )
     path = lf.write_h5(tmp_path / "w.h5", layers, keras_version="2.0.8", as_bytes=as_bytes, chunk_layer_names=chunked)
     file = legacy.read_weights_file(path)
-    assert file.layout == "weights" and file.keras_version == "2.0.8"
+    assert file.layout == "weights" and file.keras_release == "2.0.8"
     assert {x.name: x.class_name for x in file.layers} == {
         "lstm_1": "LSTM",
         "gru_1": "GRU",

@@ -22,7 +22,7 @@ import legacy_files as lf
 
 from rnnparity import assert_parity, layout
 from rnnparity.cli import commands as cli
-from rnnparity.files import legacy
+from rnnparity.files import legacy, stored
 from rnnparity.suite.keras_adapter import KerasHandle, call_layer
 
 TF_KERAS = flavor_params("tf-keras", [("tf-keras",)])
@@ -427,7 +427,7 @@ def test_verify_reports_weights_that_differ_from_keras(
         bias = weights[2][:width] + weights[2][width:] if gates == 4 else weights[2].reshape(2, width)
         return [np.array(weights[0]), np.array(weights[1]), bias]
 
-    monkeypatch.setattr(legacy, "from_cudnn", no_rearranging)
+    monkeypatch.setattr(stored, "from_cudnn", no_rearranging)  # what StoredCell.keras_weights converts with
     code, out, _ = _verify(capsys, str(path), "--timesteps", "3")
     assert code == 1 and "DIFFER" in out and "the weights rnnparity read from the file differ from those Keras loaded" in out
     code, out, _ = _verify(capsys, str(weights_only))

@@ -113,7 +113,7 @@ def test_verify_saved_models(flavor: str, name: str, fmt: str, tmp_path: Path, c
     path = _save(handle, MODELS[name](handle.module), tmp_path / f"{name}.{fmt}")
     report_path = tmp_path / "report.json"
     code, out, err = _verify(capsys, str(path), "--json", str(report_path))
-    if fmt == "h5" and handle.major == 3 and name in ("bidirectional_embedding", "masking_and_cells"):
+    if fmt == "h5" and handle.keras_version == 3 and name in ("bidirectional_embedding", "masking_and_cells"):
         # Keras 3 stores a functional graph's mask computation as an op (NotEqual/Any) that its
         # own legacy .h5 loader cannot read back: verify reports it in one line, exit 2.
         assert code == 2 and "could not load" in err and "Unknown layer" in err, out + err
@@ -144,7 +144,7 @@ def test_verify_masks_reach_the_layers_and_export_reproduces(
     assert "mask" in stack and not stack["mask"].all() and stack["mask"].any()
     assert set(index["calls"][0]["weights"]) == {f"cell{i}.{w}" for i in (0, 1) for w in ("kernel", "recurrent_kernel", "bias")}
     # A user's runtime would start from these arrays alone:
-    cells = [rnnparity.LSTMCell(4, keras_version=handle.major), rnnparity.GRUCell(3, keras_version=handle.major)]
+    cells = [rnnparity.LSTMCell(4, keras_version=handle.keras_version), rnnparity.GRUCell(3, keras_version=handle.keras_version)]
     twin = rnnparity.RNN(cells, return_sequences=True, backend=handle.backend)
     twin.set_weights([stack[name] for name in index["calls"][0]["weights"]])
     assert_parity(stack["output"], twin(stack["inputs"], mask=stack["mask"]))
@@ -229,7 +229,7 @@ def test_verify_refuses_lambda_before_loading(flavor: str, tmp_path: Path, capsy
     inputs = k.Input((3, 2))
     x = k.layers.LSTM(2, return_sequences=True)(inputs)
     x = k.layers.Lambda(lambda t: t * 2.0, name="double")(x)
-    path = tmp_path / ("lambda.h5" if handle.major == 2 else "lambda.keras")
+    path = tmp_path / ("lambda.h5" if handle.keras_version == 2 else "lambda.keras")
     k.Model(inputs, x).save(str(path))
     code, out, err = _verify(capsys, str(path))
     assert code == 2 and out == ""
@@ -294,7 +294,7 @@ def test_verify_weights_only_files_layer_by_layer(flavor: str, tmp_path: Path, c
     path = tmp_path / "only.weights.h5"
     model.save_weights(str(path))
     # Keras 3 records layer names in this layout; tf_keras only keys named after the class.
-    third = "third" if handle.major == 3 else "simple_rnn"
+    third = "third" if handle.keras_version == 3 else "simple_rnn"
     code, out, err = _verify(capsys, str(path), "--set", f"{third}:activation=relu")
     assert code == 0, out + err
     assert "weights only: each recurrent layer runs alone" in out and "PARITY HOLDS for 3 recurrent layer(s)" in out

@@ -455,7 +455,7 @@ def _explain_hdf5(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     header = {
         "file": args.kind,
         "layout": file.layout,
-        "keras_version": file.keras_version,
+        "keras_version": file.keras_release,
         "backend": file.backend,
         "written_by": file.writer.source,
     }

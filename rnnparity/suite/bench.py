@@ -41,6 +41,7 @@ import numpy as np
 import rnnparity
 from rnnparity.layout import KERAS_CLASS_NAME
 from rnnparity.suite.matrix import random_weights
+from rnnparity.twin_classes import TWIN_CLASSES
 
 KINDS = ("lstm", "gru", "simple_rnn")
 DTYPES = ("float32", "float64")
@@ -99,8 +100,8 @@ class DecodeResult:
 
 
 def twin_for(kind: str, shape: Shape, dtype: str, weights: list[np.ndarray]) -> Any:
-    cls = {"lstm": rnnparity.LSTM, "gru": rnnparity.GRU, "simple_rnn": rnnparity.SimpleRNN}[kind]
-    layer = cls(shape.units, return_sequences=True, dtype=dtype)
+    layer_class: Any = TWIN_CLASSES[kind]  # LSTM, GRU or SimpleRNN: each takes units first
+    layer = layer_class(shape.units, return_sequences=True, dtype=dtype)
     layer.set_weights(weights)
     return layer
 

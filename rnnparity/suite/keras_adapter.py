@@ -2,6 +2,11 @@
 
 It is imported lazily, by :func:`rnnparity.from_keras`, by the CLI and by the tests; plain
 ``import rnnparity`` never loads TensorFlow.
+
+Names, here and in :mod:`rnnparity.files`: ``keras_version`` is Keras's major version, 2 or 3
+(as on the twins); ``keras_release`` the full version string (``"3.12.0"``); a *flavor* is how
+the command line names a Keras to load (``"keras3"`` or ``"tf-keras"``, :func:`flavor_for`).
+Reports keep their own keys (see :func:`rnnparity.suite.report.environment`).
 """
 
 from __future__ import annotations
@@ -11,22 +16,27 @@ import importlib
 import os
 import sys
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any
 
 import numpy as np
 
 from rnnparity.bidirectional import Bidirectional
-from rnnparity.gru import GRU, GRUCell
 from rnnparity.layout import KERAS_CLASS_NAME
-from rnnparity.lstm import LSTM, LSTMCell
-from rnnparity.rnn import RNN, Cell, RecurrentLayer, flatten_nested
-from rnnparity.simple_rnn import SimpleRNN, SimpleRNNCell
+from rnnparity.rnn import RNN, RecurrentLayer, flatten_nested
 from rnnparity.stacked import StackedRNNCells
+from rnnparity.twin_classes import TWIN_BY_KERAS_NAME, TWIN_CELL_BY_KERAS_NAME
 
-FLAVORS = ("keras3", "tf-keras")
+# The flavor that loads each Keras version.
+FLAVOR_OF_VERSION = {3: "keras3", 2: "tf-keras"}
+FLAVORS = tuple(FLAVOR_OF_VERSION.values())
 
-_LAYERS: dict[str, type[RecurrentLayer]] = {"LSTM": LSTM, "GRU": GRU, "SimpleRNN": SimpleRNN}
-_CELLS: dict[str, type[Cell]] = {"LSTMCell": LSTMCell, "GRUCell": GRUCell, "SimpleRNNCell": SimpleRNNCell}
+
+def flavor_for(keras_version: int) -> str:
+    """The flavor that loads Keras ``keras_version``: ``"keras3"`` for 3, ``"tf-keras"`` for 2."""
+    if keras_version not in FLAVOR_OF_VERSION or isinstance(keras_version, bool):
+        raise ValueError(f"keras_version must be 2 or 3; got {keras_version!r}")
+    return FLAVOR_OF_VERSION[keras_version]
 
 
 @dataclass(frozen=True)
@@ -35,21 +45,26 @@ class KerasHandle:
 
     module: Any
     package: str  # "keras" or "tf_keras"
-    version: str
-    major: int  # 2 or 3
+    keras_release: str  # "3.12.0", "2.21.0"
+    keras_version: int  # 2 or 3
     backend: str
 
     @property
+    def major(self) -> int:
+        """The same as :attr:`keras_version` (the name tests written before it still use)."""
+        return self.keras_version
+
+    @property
     def environment(self) -> dict[str, Any]:
-        """What known_differences needs to know about this Keras."""
-        return {"keras_major": self.major, "keras_backend": self.backend, "jax_x64": jax_x64_enabled(self.backend)}
+        """What known_differences needs to know about this Keras, in the report's keys."""
+        return {"keras_major": self.keras_version, "keras_backend": self.backend, "jax_x64": jax_x64_enabled(self.backend)}
 
     @property
     def flavor(self) -> str:
-        return "keras3" if self.major == 3 else "tf-keras"
+        return flavor_for(self.keras_version)
 
     def describe(self) -> str:
-        return f"{self.package} {self.version} (Keras {self.major}, backend {self.backend})"
+        return f"{self.package} {self.keras_release} (Keras {self.keras_version}, backend {self.backend})"
 
 
 def jax_x64_enabled(backend: str) -> bool:
@@ -60,21 +75,30 @@ def jax_x64_enabled(backend: str) -> bool:
     return bool(getattr(jax.config, "jax_enable_x64"))  # noqa: B009 (set at run time; the stubs lack it)
 
 
-def _major(version: str) -> int:
-    return int(version.split(".")[0])
+def _version_of_release(release: str) -> int:
+    return int(release.split(".")[0])
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of distribution ``name`` (None when absent), without importing it."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def tensorflow_version() -> str | None:
-    """The installed TensorFlow's version, or None without TensorFlow."""
-    return _tensorflow_version()
+    """The TensorFlow version, or None without TensorFlow; never imports TensorFlow.
 
-
-def _tensorflow_version() -> str | None:
-    try:
-        import tensorflow as tf
-    except ImportError:
-        return None
-    return str(tf.__version__)
+    When TensorFlow is already imported, its ``__version__`` (what actually runs); otherwise
+    the installed distribution's metadata (``tensorflow-cpu``, then ``tensorflow``), so that
+    headers printed before Keras loads (the pytest plugin's, ``rnnparity check``'s) cost no
+    TensorFlow import.
+    """
+    module = sys.modules.get("tensorflow")
+    if module is not None and getattr(module, "__version__", None):
+        return str(module.__version__)
+    return package_version("tensorflow-cpu") or package_version("tensorflow")
 
 
 def _quiet_tensorflow() -> None:
@@ -96,10 +120,10 @@ def load_keras(flavor: str = "auto") -> KerasHandle:
         flavor = _auto_flavor()
     if flavor == "keras3":
         keras = importlib.import_module("keras")
-        version = str(keras.__version__)
-        if _major(version) != 3:
-            raise ImportError(f"--keras keras3 needs the keras 3 package; the installed keras is {version}")
-        return KerasHandle(keras, "keras", version, 3, str(keras.backend.backend()))
+        release = str(keras.__version__)
+        if _version_of_release(release) != 3:
+            raise ImportError(f"--keras keras3 needs the keras 3 package; the installed keras is {release}")
+        return KerasHandle(keras, "keras", release, 3, str(keras.backend.backend()))
     if flavor == "tf-keras":
         try:
             module = importlib.import_module("tf_keras")
@@ -107,43 +131,51 @@ def load_keras(flavor: str = "auto") -> KerasHandle:
         except ImportError:
             pass
         keras = importlib.import_module("keras")
-        version = str(keras.__version__)
-        if _major(version) == 2:
-            return KerasHandle(keras, "keras", version, 2, "tensorflow")
+        release = str(keras.__version__)
+        if _version_of_release(release) == 2:
+            return KerasHandle(keras, "keras", release, 2, "tensorflow")
         raise ImportError("--keras tf-keras needs the tf-keras package (or TensorFlow <= 2.15 with its own Keras 2)")
     raise ValueError(f"keras flavor must be one of {(*FLAVORS, 'auto')}; got {flavor!r}")
 
 
 def _auto_flavor() -> str:
-    tf_version = _tensorflow_version()
-    if tf_version is None:
+    try:
+        import tensorflow as tf
+    except ImportError:
         return "keras3"
     if os.environ.get("TF_USE_LEGACY_KERAS", "").lower() in ("1", "true"):
         return "tf-keras"
-    import tensorflow as tf
-
     module = tf.keras.layers.LSTM.__module__
     if module.startswith("tf_keras"):
         return "tf-keras"
     keras = importlib.import_module("keras")
-    return "keras3" if _major(str(keras.__version__)) == 3 else "tf-keras"
+    return "keras3" if _version_of_release(str(keras.__version__)) == 3 else "tf-keras"
 
 
-def keras_major_of(obj: Any) -> int:
+def keras_version_of(obj: Any) -> int:
     """2 or 3: which Keras the layer object ``obj`` comes from."""
     top = type(obj).__module__.split(".")[0]
     module = sys.modules.get(top)
-    version = getattr(module, "__version__", None)
+    release = getattr(module, "__version__", None)
     if top == "tf_keras":
         return 2
-    if top == "keras" and version:
-        return _major(str(version))
+    if top == "keras" and release:
+        return _version_of_release(str(release))
     if top in ("tensorflow", "tf_keras"):
         return 2
     raise TypeError(f"{type(obj).__module__}.{type(obj).__name__} is not a Keras layer from keras or tf_keras")
 
 
-SUPPORTED_CLASSES = (*sorted(_LAYERS), "RNN", "Bidirectional", *sorted(_CELLS), "StackedRNNCells")
+# The name the pytest plugin imports (rnnparity.suite.plugin); the same function.
+keras_major_of = keras_version_of
+
+SUPPORTED_CLASSES = (
+    *sorted(TWIN_BY_KERAS_NAME),
+    "RNN",
+    "Bidirectional",
+    *sorted(TWIN_CELL_BY_KERAS_NAME),
+    "StackedRNNCells",
+)
 
 
 def from_keras(layer: Any) -> Any:
@@ -165,7 +197,7 @@ def _from_keras(layer: Any, where: str) -> Any:
     inside = f" (in {where})" if where else ""
     if class_name not in SUPPORTED_CLASSES:
         raise TypeError(f"from_keras supports {list(SUPPORTED_CLASSES)}; got {type(layer).__module__}.{class_name}{inside}")
-    major = keras_major_of(layer)
+    keras_version = keras_version_of(layer)
     if not getattr(layer, "built", False) or not layer.get_weights():
         raise ValueError(
             f"the Keras {class_name} {layer.name!r}{inside} is not built yet; call it on an input (or build it) first"
@@ -185,23 +217,23 @@ def _from_keras(layer: Any, where: str) -> Any:
         config = dict(layer.get_config())
         for key in ("cell", "dtype", "name", "trainable"):
             config.pop(key, None)
-        rnn_twin = RNN(cell, backend=_backend_of(major), **config)
+        rnn_twin = RNN(cell, backend=_backend_of(keras_version), **config)
         _copy_carried_states(layer, rnn_twin)
         return rnn_twin
 
-    _refuse_custom_activations(layer, class_name, major, inside)
+    _refuse_custom_activations(layer, class_name, keras_version, inside)
     config = dict(layer.get_config())
     config.pop("cell", None)
     config.pop("dtype", None)
     dtype = _dtype_of(layer)
-    backend = _backend_of(major)
+    backend = _backend_of(keras_version)
     config = twin_activations(config, backend)
-    if class_name in _CELLS:
-        cell_twin = _CELLS[class_name](dtype=dtype, keras_version=major, **config)
+    if class_name in TWIN_CELL_BY_KERAS_NAME:
+        cell_twin = TWIN_CELL_BY_KERAS_NAME[class_name](dtype=dtype, keras_version=keras_version, **config)
         cell_twin.set_weights(layer.get_weights())
         return cell_twin
-    layer_class: Any = _LAYERS[class_name]
-    layer_twin: RecurrentLayer = layer_class(dtype=dtype, keras_version=major, backend=backend, **config)
+    layer_class: Any = TWIN_BY_KERAS_NAME[class_name]
+    layer_twin: RecurrentLayer = layer_class(dtype=dtype, keras_version=keras_version, backend=backend, **config)
     layer_twin.set_weights(layer.get_weights())
     _copy_carried_states(layer, layer_twin)
     return layer_twin
@@ -225,13 +257,13 @@ def _copy_carried_states(keras_layer: Any, twin: RecurrentLayer) -> None:
         twin.reset_state(twin.cell.pack_layer_states([to_numpy(s) for s in leaves]))
 
 
-def _refuse_custom_activations(layer: Any, class_name: str, major: int, inside: str = "") -> None:
+def _refuse_custom_activations(layer: Any, class_name: str, keras_version: int, inside: str = "") -> None:
     """Check the activations by function name *before* get_config, which would try to
     serialize (and warn about) a custom function."""
     from rnnparity.activations import activations_for
 
     source = getattr(layer, "cell", layer)
-    known = activations_for(major)
+    known = activations_for(keras_version)
     for attribute in ("activation", "recurrent_activation"):
         function = getattr(source, attribute, None)
         if function is None:
@@ -240,7 +272,7 @@ def _refuse_custom_activations(layer: Any, class_name: str, major: int, inside: 
         if name not in known:
             raise ValueError(
                 f"{class_name} {layer.name!r}{inside} uses a custom {attribute} ({function!r}); from_keras handles named "
-                f"Keras {major} activations only ({sorted(known)}) — build the twin directly with a NumPy callable"
+                f"Keras {keras_version} activations only ({sorted(known)}) — build the twin directly with a NumPy callable"
             )
 
 
@@ -278,8 +310,8 @@ def twin_activations(kwargs: dict[str, Any], backend: str) -> dict[str, Any]:
     return resolved
 
 
-def _backend_of(major: int) -> str:
-    if major == 2:
+def _backend_of(keras_version: int) -> str:
+    if keras_version == 2:
         return "tensorflow"
     import keras
 
@@ -346,7 +378,7 @@ def nested_to_numpy(value: Any) -> Any:
 
 def _to_keras_tensors(handle: KerasHandle, value: Any) -> Any:
     """NumPy arrays (possibly nested in lists) as tensors Keras 2 accepts; Keras 3 takes NumPy."""
-    if handle.major != 2:
+    if handle.keras_version != 2:
         return list(value) if isinstance(value, tuple) else value
     import tensorflow as tf
 
@@ -382,7 +414,7 @@ def layer_states(layer: Any) -> list[np.ndarray]:
 
 
 def reset_layer_state(handle: KerasHandle, layer: Any) -> None:
-    if handle.major == 3:
+    if handle.keras_version == 3:
         layer.reset_state()
     else:
         layer.reset_states()
@@ -391,7 +423,7 @@ def reset_layer_state(handle: KerasHandle, layer: Any) -> None:
 def load_saved_model(handle: KerasHandle, path: str) -> Any:
     """Load a whole saved model with ``compile=False`` and ``safe_mode=True`` (the caller
     has already refused Lambda layers and unknown classes, see rnnparity.files.verify)."""
-    if handle.major == 3:
+    if handle.keras_version == 3:
         return handle.module.saving.load_model(path, compile=False, safe_mode=True)
     return handle.module.models.load_model(path, compile=False, safe_mode=True)
 
@@ -399,7 +431,7 @@ def load_saved_model(handle: KerasHandle, path: str) -> Any:
 def op_class_names(handle: KerasHandle) -> set[str]:
     """Keras 3's own operation classes (``NotEqual``, ``Add``, ...), which a functional model
     stores as layers when built from ``keras.ops`` calls. Empty for Keras 2."""
-    if handle.major != 3:
+    if handle.keras_version != 3:
         return set()
     import inspect
     import pkgutil
@@ -429,7 +461,7 @@ def load_model_from_config(handle: KerasHandle, path: str, config: dict[str, Any
     """A model built from ``config`` (already scanned) with the weights of the HDF5 file
     ``path`` loaded by Keras's own loader, which converts cuDNN weights on the way
     (see rnnparity.files.legacy.plain_model_config)."""
-    if handle.major != 2:
+    if handle.keras_version != 2:
         raise ImportError("only Keras 2 (tf_keras) converts cuDNN weights when loading")
     model = handle.module.models.model_from_config(config)
     model.load_weights(path)
@@ -479,12 +511,12 @@ def reference_layer(handle: KerasHandle, plan: Any, file: Any) -> tuple[Any, str
     inputs = k.Input((None, layer_info.input_dim), dtype=dtype)
     model = k.Model(inputs, layer(inputs))
     stored = [array for cell in layer_info.cells for array in cell.arrays]
-    if handle.major == 2 and file.layout == "weights" and layer_info.path == layer_info.name:
+    if handle.keras_version == 2 and file.layout == "weights" and layer_info.path == layer_info.name:
         model.load_weights(file.path, by_name=True)
         return layer, "loaded by Keras (load_weights by_name)"
-    if handle.major == 2:
+    if handle.keras_version == 2:
         hdf5_format = importlib.import_module(f"{handle.package}.src.saving.legacy.hdf5_format")
-        converted = hdf5_format.preprocess_weights_for_loading(layer, stored, file.keras_version, file.backend)
+        converted = hdf5_format.preprocess_weights_for_loading(layer, stored, file.keras_release, file.backend)
         layer.set_weights(converted)
         return layer, "converted by Keras's loading conversion from the stored arrays"
     layer.set_weights(stored)
@@ -512,7 +544,7 @@ def keras_gradients(
     states = None if initial_state is None else tf.nest.map_structure(tf.constant, initial_state)
 
     def variable(value: Any) -> Any:  # the tf.Variable behind a Keras 3 variable
-        return value.value if handle.major == 3 else value
+        return value.value if handle.keras_version == 3 else value
 
     weights = [variable(w) for w in layer.trainable_weights]
     carried = [variable(s) for s in flatten_nested(layer.states)] if watch_states else []

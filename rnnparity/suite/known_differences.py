@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 CaseConfig = Mapping[str, Any]
+# A report's environment (rnnparity.suite.report.environment), in the report's keys:
+# "keras_major" is the 2 or 3 that the twins call keras_version.
 Environment = Mapping[str, Any]
 
 
@@ -22,7 +24,7 @@ def _uses(config: CaseConfig, name: str) -> bool:
     return config.get("activation") == name or (gated and config.get("recurrent_activation") == name)
 
 
-def _keras_majors_differ(old: Environment, new: Environment) -> bool:
+def _keras_versions_differ(old: Environment, new: Environment) -> bool:
     return old.get("keras_major") != new.get("keras_major")
 
 
@@ -50,7 +52,7 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
         "They differ everywhere except at 0 and in full saturation.",
         handling="keras_version=2|3 selects the formula; from_keras sets it from the layer's package.",
         matches_case=lambda config: _uses(config, "hard_sigmoid"),
-        applies_between=_keras_majors_differ,
+        applies_between=_keras_versions_differ,
     ),
     KnownDifference(
         id="stateful-initial-state",
@@ -60,7 +62,7 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
         "initial_state; Keras 3 always uses the initial_state it is given.",
         handling="the twin follows its keras_version.",
         matches_case=lambda config: bool(config.get("stateful") and config.get("initial_state")),
-        applies_between=_keras_majors_differ,
+        applies_between=_keras_versions_differ,
     ),
     KnownDifference(
         id="gelu-formula",

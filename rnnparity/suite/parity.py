@@ -13,16 +13,12 @@ from typing import Any
 import numpy as np
 
 from rnnparity.compare import DEFAULT_TOLERANCES, Comparison, compare
-from rnnparity.gru import GRU
-from rnnparity.lstm import LSTM
 from rnnparity.rnn import RecurrentLayer
-from rnnparity.simple_rnn import SimpleRNN
 from rnnparity.suite import keras_adapter
 from rnnparity.suite.known_differences import tolerance_for
 from rnnparity.suite.matrix import Case, make_data
 from rnnparity.suite.report import data_checksums
-
-TWIN_CLASS: dict[str, type[RecurrentLayer]] = {"lstm": LSTM, "gru": GRU, "simple_rnn": SimpleRNN}
+from rnnparity.twin_classes import TWIN_CLASSES
 
 
 @dataclass
@@ -57,7 +53,7 @@ def twin_for(
     kwargs: dict[str, Any] = {**case.layer_kwargs(), "keras_version": case.keras_version}
     if backend is not None:
         kwargs = keras_adapter.twin_activations({**kwargs, "backend": backend}, backend)
-    twin = TWIN_CLASS[case.kind](**{**kwargs, **(overrides or {})})
+    twin = TWIN_CLASSES[case.kind](**{**kwargs, **(overrides or {})})
     twin.set_weights(make_data(case).weights if weights is None else weights)
     return twin
 
@@ -174,7 +170,7 @@ def run_case(
 
     ``twin_weights`` and ``twin_overrides`` deliberately corrupt the twin (negative tests).
     """
-    if case.keras_version != handle.major:
+    if case.keras_version != handle.keras_version:
         raise ValueError(f"case {case.case_id} is for Keras {case.keras_version}; got {handle.describe()}")
     data = make_data(case)
     checksums = data_checksums(data)

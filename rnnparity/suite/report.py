@@ -16,7 +16,6 @@ import platform
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,27 @@ import numpy as np
 import rnnparity
 from rnnparity.compare import compare_arrays
 from rnnparity.suite import known_differences
+from rnnparity.suite.keras_adapter import package_version, tensorflow_gelu_form, tensorflow_version
 from rnnparity.suite.matrix import CaseData
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "DiffResult",
+    "Drift",
+    "ReportError",
+    "build_report",
+    "case_record",
+    "checksum",
+    "data_checksums",
+    "diff_reports",
+    "environment",
+    "load_report",
+    "package_version",  # from keras_adapter, for the pytest plugin's header
+    "sample",
+    "tensorflow_version",  # from keras_adapter: one way to find the version
+    "write_report",
+]
 
 FORMAT = "rnnparity-check-report"
 FORMAT_VERSION = 1
@@ -66,20 +85,13 @@ def sample(outputs: Sequence[np.ndarray], size: int = SAMPLE_SIZE) -> dict[str, 
     return {"total": int(flat.size), "indices": indices.tolist(), "values": [float(v) for v in flat[indices]]}
 
 
-def package_version(name: str) -> str | None:
-    """The installed version of distribution ``name`` (None when absent), without importing it."""
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def tensorflow_version() -> str | None:
-    return package_version("tensorflow-cpu") or package_version("tensorflow")
-
-
 def environment(handle: Any) -> dict[str, Any]:
-    """Versions that decide the Keras numbers, for the report header."""
+    """Versions that decide the Keras numbers, for the report header.
+
+    The keys are the report format's, kept from its first version so that older reports stay
+    comparable: ``keras_version`` holds the release string (the handle's ``keras_release``)
+    and ``keras_major`` the 2 or 3 (the handle's and the twins' ``keras_version``).
+    """
     env: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -87,16 +99,14 @@ def environment(handle: Any) -> dict[str, Any]:
         "rnnparity": rnnparity.__version__,
         "tensorflow": tensorflow_version(),
         "keras_package": handle.package,
-        "keras_version": handle.version,
-        "keras_major": handle.major,
+        "keras_version": handle.keras_release,
+        "keras_major": handle.keras_version,
         "keras_backend": handle.backend,
         "keras_flavor": handle.flavor,
         "gelu_form": None,
         "jax_x64": handle.environment["jax_x64"],
     }
     if handle.backend == "tensorflow":
-        from rnnparity.suite.keras_adapter import tensorflow_gelu_form
-
         env["gelu_form"] = tensorflow_gelu_form()
     return env
 
