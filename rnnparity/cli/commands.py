@@ -182,6 +182,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from rnnparity.suite import bench as bench_module
 
     bench_module.add_arguments(bench)
+    from rnnparity.cli import drift
+
+    drift.add_parser(commands)
     return parser
 
 
@@ -725,6 +728,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_explain(args, sys.stdout, sys.stderr)
     if args.command == "verify":
         return run_verify(args, sys.stdout, sys.stderr)
+    if args.command == "drift":
+        from rnnparity.cli import drift
+
+        return drift.run(args)
     if args.command == "bench":
         from rnnparity.suite import bench
 

@@ -651,10 +651,15 @@ def run_in_target(path: str, to: str, arrays: list[np.ndarray], calls: int) -> t
         said = lines[-1].removeprefix("rnnparity-drift: ") if lines else ""
         if done.returncode != 0 or not os.path.exists(outputs_path):
             reason = said or (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-            return None, reason
+            return None, _shortened(reason)
         with np.load(outputs_path, allow_pickle=False) as loaded:
             names = json.loads(said)["outputs"]
             return {name: loaded[f"arr_{i}"] for i, name in enumerate(names)}, json.loads(said)["keras"]
+
+
+def _shortened(text: str, limit: int = 300) -> str:
+    """Keras's loading errors can hold the whole model config; keep the start."""
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
 def _target_main(argv: Sequence[str]) -> int:
@@ -670,7 +675,7 @@ def _target_main(argv: Sequence[str]) -> int:
         except ImportError as exc:
             raise ModelFileError(f"{to} is not installed: {exc}") from None
         model_file.flavor = handle.flavor
-        _, model = verify.load_model(model_file)
+        model, how = _load_in_target(handle, model_file)
         with np.load(inputs_path, allow_pickle=False) as loaded:
             arrays = [loaded[f"arr_{i}"] for i in range(len(loaded.files))]
         try:
@@ -681,8 +686,47 @@ def _target_main(argv: Sequence[str]) -> int:
         print(f"rnnparity-drift: {exc}")
         return EXIT_ERROR
     np.savez(outputs_path, *outputs.values())
-    print("rnnparity-drift: " + json.dumps({"outputs": list(outputs), "keras": handle.describe()}))
+    print("rnnparity-drift: " + json.dumps({"outputs": list(outputs), "keras": f"{handle.describe()}, {how}"}))
     return EXIT_OK
+
+
+def _load_in_target(handle: Any, model_file: Any) -> tuple[Any, str]:
+    """The model as the target Keras loads it, and how. A tf_keras ``.h5`` whose only obstacle
+    for Keras 3 is ``time_major=False`` (a Keras 2 argument at the value Keras 3 computes) is
+    loaded from its config without it; ``time_major=True`` cannot be loaded."""
+    from rnnparity.files import verify
+    from rnnparity.suite import keras_adapter
+
+    try:
+        return verify.load_model(model_file)[1], "loaded from the file"
+    except ModelFileError as exc:
+        if not (handle.major == 3 and model_file.format == "h5" and "time_major" in str(exc)):
+            raise
+        first = exc
+    config = copy.deepcopy(model_file.config)
+    if _drop_time_major(config):
+        raise ModelFileError(f"{first}; time_major=True has no Keras 3 equivalent")
+    verify.scan_config(config, verify.known_class_names(handle.module) | keras_adapter.op_class_names(handle), "")
+    try:
+        model = keras_adapter.load_keras2_h5_in_keras3(handle, model_file.path, config)
+    except Exception as exc:  # Keras refused the config or the weights
+        raise ModelFileError(f"{first}; without time_major=False: {verify._first_line(exc)}") from None
+    return model, "loaded from the file's config without time_major=False (a Keras 2 argument Keras 3 refuses)"
+
+
+def _drop_time_major(config: Any) -> bool:
+    """Remove ``time_major: False`` everywhere in ``config``; True when a ``time_major: True`` is found."""
+    found = False
+    if isinstance(config, dict):
+        if config.get("time_major") is False:
+            del config["time_major"]
+        found = config.get("time_major") is True
+        for value in config.values():
+            found = _drop_time_major(value) or found
+    elif isinstance(config, list):
+        for value in config:
+            found = _drop_time_major(value) or found
+    return found
 
 
 # --------------------------------------------------------------------------- weights-only files
