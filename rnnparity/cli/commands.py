@@ -287,6 +287,8 @@ def run_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         except OSError as exc:
             err.write(f"rnnparity verify: cannot write --json {args.json_path}: {exc.strerror or exc}\n")
             return EXIT_ERROR
+    if report.drift_hint:
+        out.write(report.drift_hint + "\n")
     verified = [row for row in report.layers if row.status == "ok"]
     if report.ok:
         out.write(f"PARITY HOLDS for {len(verified)} recurrent layer(s)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 import rnnparity
@@ -32,10 +33,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--to", required=True, choices=["keras3", "tf-keras"], help="the Keras to predict for (Keras 3, or tf_keras = Keras 2)"
     )
     parser.add_argument(
-        "--inputs", metavar="FILE", default=None, help=".npy (one input) or .npz (by input name or in order) instead of a random batch"
+        "--inputs",
+        metavar="FILE",
+        default=None,
+        help=".npy (one input) or .npz (by input name or in order) instead of a random batch",
     )
-    parser.add_argument("--batch-size", type=int, default=None, metavar="N", help="batch size when the model does not fix one (default 2)")
-    parser.add_argument("--timesteps", type=int, default=None, metavar="N", help="length of inputs whose time axis is free (default 8)")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, metavar="N", help="batch size when the model does not fix one (default 2)"
+    )
+    parser.add_argument(
+        "--timesteps", type=int, default=None, metavar="N", help="length of inputs whose time axis is free (default 8)"
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed of the random inputs (default 0)")
     parser.add_argument("--json", dest="json_path", metavar="PATH", default=None, help="write the report as JSON ('-': stdout)")
     parser.add_argument(
@@ -127,7 +135,7 @@ def _parse_overrides(items: list[str] | None) -> dict[str | None, dict[str, obje
     return parse_overrides(items)
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
+def _table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
@@ -153,7 +161,7 @@ def format_report(report: Any, args: argparse.Namespace | None = None) -> str:
     lines.append(f"inputs ({source}): {described}")
     lines.append("")
     if report.layers:
-        rows = [("layer", "type", "max abs change", "max rel change", "status", "caused by")]
+        rows: list[tuple[str, ...]] = [("layer", "type", "max abs change", "max rel change", "status", "caused by")]
         for layer in report.layers:
             status = {"drifts": "DRIFTS", "breaks": "BREAKS"}.get(layer.status, layer.status)
             rows.append(
@@ -174,7 +182,9 @@ def format_report(report: Any, args: argparse.Namespace | None = None) -> str:
             lines.append("  unexplained: no known difference applies; the twins still predict the change (please report it)")
     if report.outputs:
         lines.append("")
-        rows = [("output", "shape", "predicted change", "actual change", "argmax flips", "cross 0.5", "prediction vs actual")]
+        output_rows: list[tuple[str, ...]] = [
+            ("output", "shape", "predicted change", "actual change", "argmax flips", "cross 0.5", "prediction vs actual")
+        ]
         for output in report.outputs:
             flips = "-" if output.argmax_flips is None else f"{output.argmax_flips} of {output.rows}"
             crossings = "-" if output.crossings is None else f"{output.crossings} of {output.rows}"
@@ -182,10 +192,18 @@ def format_report(report: Any, args: argparse.Namespace | None = None) -> str:
                 agreement = "-"
             else:
                 agreement = "agrees" if output.agrees else "DISAGREES"
-            rows.append(
-                (output.name, str(tuple(output.shape)), _number(output.max_abs), _number(output.actual_max_abs), flips, crossings, agreement)
+            output_rows.append(
+                (
+                    output.name,
+                    str(tuple(output.shape)),
+                    _number(output.max_abs),
+                    _number(output.actual_max_abs),
+                    flips,
+                    crossings,
+                    agreement,
+                )
             )
-        lines.append(_table(rows))
+        lines.append(_table(output_rows))
         for output in report.outputs:
             if output.agrees is False:
                 lines.append(f"{output.name}: {output.agreement}")
@@ -193,4 +211,3 @@ def format_report(report: Any, args: argparse.Namespace | None = None) -> str:
     lines.append(f"target Keras itself: {report.actual}")
     lines.append(report.verdict)
     return "\n".join(lines)
-

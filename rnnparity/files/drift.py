@@ -69,19 +69,19 @@ def retarget(twin: Any, keras_version: int, backend: str = "tensorflow") -> Any:
     if backend not in SUPPORTED_BACKENDS[keras_version]:
         backend = "tensorflow"
     if isinstance(twin, Bidirectional):
-        new = copy.deepcopy(twin)
-        new.forward_layer = retarget(twin.forward_layer, keras_version, backend)
-        new.backward_layer = retarget(twin.backward_layer, keras_version, backend)
-        new.keras_version = keras_version
-        return new
+        wrapper = copy.deepcopy(twin)
+        wrapper.forward_layer = retarget(twin.forward_layer, keras_version, backend)
+        wrapper.backward_layer = retarget(twin.backward_layer, keras_version, backend)
+        wrapper.keras_version = keras_version
+        return wrapper
     if isinstance(twin, RecurrentLayer):
         if twin.time_major and keras_version == 3:
             raise ValueError("time_major=True exists in Keras 2 only; Keras 3 has no such layer")
-        new = copy.deepcopy(twin)
-        new.cell = _retarget_cell(twin.cell, keras_version)
-        new.keras_version = keras_version
-        new.backend = backend
-        return new
+        layer = copy.deepcopy(twin)
+        layer.cell = _retarget_cell(twin.cell, keras_version)
+        layer.keras_version = keras_version
+        layer.backend = backend
+        return layer
     if isinstance(twin, Cell):
         return _retarget_cell(twin, keras_version)
     raise TypeError(f"twin must be an rnnparity layer, cell or Bidirectional; got {type(twin).__name__}")
@@ -265,7 +265,7 @@ class DriftReport:
     def save_predictions(self, path: str | os.PathLike[str]) -> None:
         """``before/<output name>`` and ``after/<output name>`` for every model output, as ``.npz``
         (and ``actual/<output name>`` when the target Keras ran the model)."""
-        arrays = {f"before/{name}": value for name, value in self.before.items()}
+        arrays: dict[str, Any] = {f"before/{name}": value for name, value in self.before.items()}
         arrays.update({f"after/{name}": value for name, value in self.after.items()})
         arrays.update({f"actual/{name}": value for name, value in self.actual_outputs.items()})
         with open(path, "wb") as handle:
@@ -299,14 +299,18 @@ def drift(
     path = str(path)
     if verify.is_weights_only(path):
         if inputs is not None:
-            raise ModelFileError(f"{path} holds weights only: each recurrent layer gets its own random input; inputs are for whole models")
+            raise ModelFileError(
+                f"{path} holds weights only: each recurrent layer gets its own random input; inputs are for whole models"
+            )
         return drift_weights(path, to=to, overrides=overrides, batch_size=batch_size, timesteps=timesteps, seed=seed)
     if overrides:
         raise ModelFileError(f"{path} is a whole model: it stores every layer's settings; --set is for weights-only files")
     model_file = verify.read_model_file(path)
     handle, model = verify.load_model(model_file)
-    arrays = _given_inputs(inputs, model) if inputs is not None else verify.make_inputs(
-        model, batch_size=batch_size, timesteps=timesteps, seed=seed
+    arrays = (
+        _given_inputs(inputs, model)
+        if inputs is not None
+        else verify.make_inputs(model, batch_size=batch_size, timesteps=timesteps, seed=seed)
     )
     target = TARGETS[to]
     backend = target_backend(target, handle.backend)
@@ -529,7 +533,14 @@ def _run_replaced(
         original = layer.call
         counter = [0]
 
-        def replaced(*args: Any, keras_layer: Any = layer, original: Any = original, twin: Any = twin, counter: list[int] = counter, **kwargs: Any) -> Any:
+        def replaced(
+            *args: Any,
+            keras_layer: Any = layer,
+            original: Any = original,
+            twin: Any = twin,
+            counter: list[int] = counter,
+            **kwargs: Any,
+        ) -> Any:
             values = verify._arguments(original, args, kwargs)
             sequence = values.get("sequences", values.get("inputs"))
             mask = values.get("mask")
@@ -636,7 +647,11 @@ def run_in_target(path: str, to: str, arrays: list[np.ndarray], calls: int) -> t
     with tempfile.TemporaryDirectory(prefix="rnnparity-drift-") as folder:
         inputs_path, outputs_path = os.path.join(folder, "inputs.npz"), os.path.join(folder, "outputs.npz")
         np.savez(inputs_path, *arrays)
-        command = [sys.executable, "-c", "import sys; from rnnparity.files.drift import _target_main; sys.exit(_target_main(sys.argv[1:]))"]
+        command = [
+            sys.executable,
+            "-c",
+            "import sys; from rnnparity.files.drift import _target_main; sys.exit(_target_main(sys.argv[1:]))",
+        ]
         try:
             done = subprocess.run(
                 [*command, path, to, inputs_path, str(calls), outputs_path],
@@ -782,7 +797,11 @@ def drift_weights(
         changed = False
         for call_mask in (None, mask):
             comparison = compare(twin(x, mask=call_mask), moved(x, mask=call_mask), check_container=False)
-            worst = [max(worst[0], comparison.max_abs), max(worst[1], comparison.max_rel), max(worst[2], comparison.tolerance_used)]
+            worst = [
+                max(worst[0], comparison.max_abs),
+                max(worst[1], comparison.max_rel),
+                max(worst[2], comparison.tolerance_used),
+            ]
             changed = changed or not comparison.ok
         row.max_abs, row.max_rel, row.tolerance_used = worst
         if changed:
@@ -807,12 +826,15 @@ def drift_weights(
     )
 
 
-def drifting_layers(captures: Sequence[Any], handle: Any) -> list[str]:
-    """For ``verify``: the recurrent layers among ``captures`` (verify's recorded calls) whose
-    results would change under the other Keras, each with the known differences that cause it."""
+def drift_hint(captures: Sequence[Any], handle: Any, path: str) -> str:
+    """For ``verify``: one line naming the recurrent layers among ``captures`` (verify's recorded
+    calls) whose results would change under the other Keras, with the known differences that
+    cause it, pointing to ``rnnparity drift``; ``""`` when none would. Each layer's first call
+    is replayed (a stateful layer from zero states, as a freshly loaded model starts)."""
     from rnnparity.compare import compare
 
     target = 5 - handle.major
+    to = "keras3" if target == 3 else "tf-keras"
     backend = target_backend(target, handle.backend)
     old, new = handle.environment, environment(target, backend)
     found: dict[str, str] = {}
@@ -820,8 +842,11 @@ def drifting_layers(captures: Sequence[Any], handle: Any) -> list[str]:
         name = capture.layer.name
         if name in found:
             continue
+        found[name] = ""
         try:
             moved = retarget(capture.twin, target, backend)
+            if getattr(moved, "stateful", False):
+                moved.reset_state()
             predicted = moved(capture.inputs, initial_state=capture.initial_state, mask=capture.mask)
         except (ValueError, TypeError) as exc:
             found[name] = f"{name} (cannot exist there: {exc})"
@@ -829,4 +854,10 @@ def drifting_layers(captures: Sequence[Any], handle: Any) -> list[str]:
         if not compare(capture.keras_result, predicted, check_container=False).ok:
             causes = known_causes(capture.twin, old, new, capture.initial_state is not None) or ["unexplained"]
             found[name] = f"{name} ({', '.join(causes)})"
-    return list(found.values())
+    drifting = [text for text in found.values() if text]
+    if not drifting:
+        return ""
+    label = "Keras 3" if target == 3 else "tf_keras (Keras 2)"
+    return (
+        f"under {label} these layers would compute other numbers: {'; '.join(drifting)} (see: rnnparity drift {path} --to {to})"
+    )

@@ -375,6 +375,7 @@ class VerifyReport:
     seed: int | None
     exports: list[dict[str, Any]] = field(default_factory=list)
     weights_only: bool = False  # each recurrent layer checked alone; there is no model to run
+    drift_hint: str = ""  # the layers that would compute other numbers under the other Keras (rnnparity.files.drift)
 
     @property
     def ok(self) -> bool:
@@ -623,6 +624,8 @@ def verify(
         raise ModelFileError(f"the model could not run on the inputs: {_first_line(exc)}") from None
     if model_file.format == "h5":
         check_file_weights(model_file.path, model, rows)
+    from rnnparity.files.drift import drift_hint
+
     report = VerifyReport(
         model=str(path),
         keras=handle.describe(),
@@ -633,6 +636,7 @@ def verify(
         layers=rows,
         other_layers=other,
         seed=None if inputs_path else seed,
+        drift_hint=drift_hint(captures, handle, str(path)),
     )
     if export_dir is not None:
         from rnnparity.files.export import export_vectors
@@ -755,6 +759,8 @@ def verify_weights(
         rows.append(row)
         captures.extend(layer_captures)
         described_inputs.append({"name": plan.layer.name, "shape": list(shape), "dtype": plan.cell_settings[0]["dtype"]})
+    from rnnparity.files.drift import drift_hint
+
     if not layers:
         for name, reason in file.no_twin.items():
             rows.append(LayerResult(name, "?", "", "skipped", detail=reason))
@@ -766,6 +772,7 @@ def verify_weights(
         other_layers=len(file.others),
         seed=seed,
         weights_only=True,
+        drift_hint=drift_hint(captures, handle, str(path)),
     )
     if export_dir is not None:
         from rnnparity.files.export import export_vectors
