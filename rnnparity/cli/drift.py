@@ -191,7 +191,7 @@ def format_report(report: Any, args: argparse.Namespace | None = None) -> str:
             if output.agrees is None:
                 agreement = "-"
             else:
-                agreement = "agrees" if output.agrees else "DISAGREES"
+                agreement = f"{'agrees' if output.agrees else 'DISAGREES'} (max abs {_number(output.agreement_max_abs)})"
             output_rows.append(
                 (
                     output.name,

@@ -187,6 +187,7 @@ class OutputDrift:
     actual_max_abs: float | None = None  # what the target Keras itself gives, against before
     agrees: bool | None = None  # predicted after against the target Keras's own outputs
     agreement: str = ""  # the comparison message
+    agreement_max_abs: float | None = None  # max |target Keras - predicted after|
 
 
 @dataclass
@@ -250,9 +251,9 @@ class DriftReport:
             if output.changed:
                 summary += f"; output {output.name} changes by up to {output.max_abs:.3g}"
                 if output.argmax_flips:
-                    summary += f", {output.argmax_flips} of {output.rows} argmax flip"
+                    summary += f", argmax changes in {output.argmax_flips} of {output.rows} rows"
                 if output.crossings:
-                    summary += f", {output.crossings} of {output.rows} cross 0.5"
+                    summary += f", {output.crossings} of {output.rows} rows cross 0.5"
         return summary
 
     def to_dict(self) -> dict[str, Any]:
@@ -628,7 +629,7 @@ def _compare_with_target(report: DriftReport, path: str, to: str, arrays: list[n
             continue
         output.actual_max_abs = compare(report.before[output.name], actual).max_abs
         agreement = compare(actual, report.after[output.name], names=[output.name], context="target Keras vs predicted")
-        output.agrees, output.agreement = agreement.ok, agreement.message
+        output.agrees, output.agreement, output.agreement_max_abs = agreement.ok, agreement.message, agreement.max_abs
 
 
 def run_in_target(path: str, to: str, arrays: list[np.ndarray], calls: int) -> tuple[dict[str, np.ndarray] | None, str]:
