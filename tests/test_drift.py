@@ -161,6 +161,26 @@ def test_bidirectional_and_stacked_cells(source: str, target: str, tmp_path: Pat
     assert report.exit_code == 1 and report.outputs[0].argmax_flips is not None
 
 
+def _masked_tokens(k: Any) -> Any:
+    tokens = k.Input((None,), dtype="int32", name="tokens")
+    x = k.layers.Embedding(20, 6, mask_zero=True)(tokens)
+    x = k.layers.Bidirectional(k.layers.LSTM(4, return_sequences=True), merge_mode="sum", name="bi")(x)
+    x = k.layers.SimpleRNN(3, activation="hard_sigmoid", name="simple")(x)
+    return k.Model(tokens, k.layers.Dense(3, activation="softmax", name="probs")(x))
+
+
+def test_masks_reach_the_replaced_layers(tmp_path: Path) -> None:
+    """Right-padded token ids: Embedding(mask_zero) masks reach every layer in both runs."""
+    path, weights = _saved("tf-keras", _masked_tokens, tmp_path / "model.keras")
+    tokens = np.random.default_rng(4).integers(1, 20, (8, 9)).astype("int32")
+    tokens[3:, 5:] = 0
+    report = rnnparity.drift(path, to="keras3", inputs=[tokens], actual=False)
+    (expected,) = _target_outputs("keras3", _masked_tokens, weights, [tokens])
+    assert_parity(expected, report.after["probs"], context="masked tokens tf-keras -> keras3")
+    rows = {layer.name: layer for layer in report.layers}
+    assert rows["bi"].status == "same" and rows["simple"].causes == ["hard-sigmoid-formula"]
+
+
 @pytest.mark.parametrize(("source", "target"), DIRECTIONS)
 def test_two_inputs_two_outputs(source: str, target: str, tmp_path: Path) -> None:
     path, weights = _saved(source, _two_in_two_out, tmp_path / "model.keras")
