@@ -324,14 +324,14 @@ def test_verify_names_the_layers_that_would_drift(tmp_path: Path, capsys: pytest
     assert "would compute other numbers" not in capsys.readouterr().out
 
 
-def test_plugin_assert_no_drift(tmp_path: Path) -> None:
-    from rnnparity.suite.plugin import no_drift
-
+def test_plugin_assert_no_drift(tmp_path: Path, assert_no_drift: Callable[..., Any]) -> None:
+    """The fixture a user's suite gets from the plugin: passes for a sigmoid model, fails
+    naming the layer, its change and the cause for a hard_sigmoid one."""
     steady, _ = _saved("tf-keras", lambda k: _gru(k, "sigmoid"), tmp_path / "steady.h5")
-    assert not no_drift(str(steady), to="keras3", actual=False).drifts
+    assert not assert_no_drift(str(steady), to="keras3", actual=False).drifts
     drifting, _ = _saved("tf-keras", lambda k: _gru(k, "hard_sigmoid"), tmp_path / "hard.h5")
     with pytest.raises(pytest.fail.Exception, match=r"layer gru \(GRU\): max abs change .*hard-sigmoid-formula"):
-        no_drift(str(drifting), to="keras3", actual=False)
+        assert_no_drift(str(drifting), to="keras3", actual=False)
 
 
 # --------------------------------------------------------------------------- the twins under the other Keras (no Keras)

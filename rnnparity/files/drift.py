@@ -140,11 +140,15 @@ def known_causes(twin: Any, old: Mapping[str, Any], new: Mapping[str, Any], init
     return ids
 
 
-def target_backend(keras_version: int, source_backend: str) -> str:
+def target_backend(keras_version: int, source_backend: str, load: bool = True) -> str:
     """The backend the target Keras runs on: TensorFlow for Keras 2; for Keras 3 the installed
-    Keras 3's backend (the source's when it is Keras 3 already)."""
+    Keras 3's backend (imported to ask it; without ``load``, ``$KERAS_BACKEND`` or TensorFlow
+    unless Keras 3 is imported already)."""
     if keras_version == 2:
         return "tensorflow"
+    keras = sys.modules.get("keras")
+    if not load and not str(getattr(keras, "__version__", "")).startswith("3."):
+        return os.environ.get("KERAS_BACKEND", "tensorflow")
     try:
         from rnnparity.suite import keras_adapter
 
@@ -836,7 +840,7 @@ def drift_hint(captures: Sequence[Any], handle: Any, path: str) -> str:
 
     target = 5 - handle.major
     to = "keras3" if target == 3 else "tf-keras"
-    backend = target_backend(target, handle.backend)
+    backend = target_backend(target, handle.backend, load=False)
     old, new = handle.environment, environment(target, backend)
     found: dict[str, str] = {}
     for capture in captures:
