@@ -8,14 +8,15 @@ file alone, before anyone upgrades:
 2. *Before*: the installed Keras runs the model on a seeded batch (or the user's arrays).
 3. *Per layer*: every recurrent layer's calls are recorded (verify's capture, which also checks
    the layer's twin against Keras) and replayed through a twin emulating the *target* Keras
-   (:func:`retarget`); the change is Keras's own result against the target twin's on the
+   (:func:`rnnparity.files.retarget.retarget`); the change is Keras's own result against the target twin's on the
    same inputs, with the known differences (:mod:`rnnparity.suite.known_differences`) that
    apply to the layer named as causes.
 4. *After*: the model runs again in the installed Keras with each recurrent layer's result
    replaced by its target twin's, so the change propagates through every other layer as
    Keras computes them.
 5. *Actual*: where the target Keras is installed, it loads the same file in a subprocess and
-   runs the same inputs; its outputs must equal the predicted *after* within the tolerance.
+   runs the same inputs (:mod:`rnnparity.files.drift_target`); its outputs must equal the
+   predicted *after* within the tolerance.
    Where it cannot load the file (Keras 3 does not read the recurrent layers of a tf_keras
    ``.h5``: ``time_major``), the report says so and gives the prediction alone.
 
@@ -29,19 +30,15 @@ Problems loading or running raise :class:`rnnparity.files.verify.ModelFileError`
 
 from __future__ import annotations
 
-import copy
-import json
 import os
-import subprocess
-import sys
-import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rnnparity.files.drift_target import run_calls, run_in_target
+from rnnparity.files.retarget import environment, known_causes, retarget, target_backend
 from rnnparity.files.verify import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_SEED,
@@ -51,116 +48,6 @@ from rnnparity.files.verify import (
 
 TARGETS = {"keras3": 3, "tf-keras": 2}
 EXIT_OK, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
-# How long the target Keras may take to load and run the model in its subprocess.
-ACTUAL_TIMEOUT_SECONDS = 600
-
-
-# --------------------------------------------------------------------------- twins under the other Keras
-def retarget(twin: Any, keras_version: int, backend: str = "tensorflow") -> Any:
-    """A copy of ``twin`` (a layer, cell or stack) emulating Keras ``keras_version`` instead:
-    the same weights, settings and carried states, with the target's activation formulas,
-    state rules and return types. Raises ``ValueError`` when the target Keras cannot have
-    such a layer (an activation it lacks, ``time_major`` in Keras 3)."""
-    from rnnparity.bidirectional import Bidirectional
-    from rnnparity.rnn import SUPPORTED_BACKENDS, Cell, RecurrentLayer
-
-    if keras_version not in TARGETS.values():
-        raise ValueError(f"keras_version must be 2 or 3; got {keras_version!r}")
-    if backend not in SUPPORTED_BACKENDS[keras_version]:
-        backend = "tensorflow"
-    if isinstance(twin, Bidirectional):
-        wrapper = copy.deepcopy(twin)
-        wrapper.forward_layer = retarget(twin.forward_layer, keras_version, backend)
-        wrapper.backward_layer = retarget(twin.backward_layer, keras_version, backend)
-        wrapper.keras_version = keras_version
-        return wrapper
-    if isinstance(twin, RecurrentLayer):
-        if twin.time_major and keras_version == 3:
-            raise ValueError("time_major=True exists in Keras 2 only; Keras 3 has no such layer")
-        layer = copy.deepcopy(twin)
-        layer.cell = _retarget_cell(twin.cell, keras_version)
-        layer.keras_version = keras_version
-        layer.backend = backend
-        return layer
-    if isinstance(twin, Cell):
-        return _retarget_cell(twin, keras_version)
-    raise TypeError(f"twin must be an rnnparity layer, cell or Bidirectional; got {type(twin).__name__}")
-
-
-def _retarget_cell(cell: Any, keras_version: int) -> Any:
-    from rnnparity.activations import activations_for
-    from rnnparity.stacked import StackedRNNCells
-
-    if isinstance(cell, StackedRNNCells):
-        return StackedRNNCells([_retarget_cell(inner, keras_version) for inner in cell.cells])
-    own = activations_for(cell.keras_version)
-
-    def by_name(name: str, function: Any) -> Any:
-        # A named Keras activation takes the target's formula; a NumPy callable stays itself.
-        return name if own.get(name) is function else function
-
-    kwargs: dict[str, Any] = {"units": cell.units, "activation": by_name(cell.activation_name, cell.activation)}
-    if cell.has_recurrent_activation:
-        kwargs["recurrent_activation"] = by_name(cell.recurrent_activation_name, cell.recurrent_activation)
-    for name in ("reset_after", "unit_forget_bias"):
-        if hasattr(cell, name):
-            kwargs[name] = getattr(cell, name)
-    new = type(cell)(use_bias=cell.use_bias, dtype=cell.dtype, keras_version=keras_version, **kwargs, **cell.training_only_args)
-    new.set_weights(cell.get_weights())
-    return new
-
-
-def _cells_of(twin: Any) -> list[Any]:
-    from rnnparity.bidirectional import Bidirectional
-    from rnnparity.stacked import StackedRNNCells
-
-    if isinstance(twin, Bidirectional):
-        return _cells_of(twin.forward_layer) + _cells_of(twin.backward_layer)
-    cell = getattr(twin, "cell", twin)
-    return list(cell.cells) if isinstance(cell, StackedRNNCells) else [cell]
-
-
-def known_causes(twin: Any, old: Mapping[str, Any], new: Mapping[str, Any], initial_state: bool) -> list[str]:
-    """Ids of the known differences between environments ``old`` and ``new`` that apply to ``twin``
-    (``initial_state``: whether a call gave it one)."""
-    from rnnparity.suite.known_differences import explain
-
-    stateful = bool(getattr(twin, "stateful", False))
-    ids: list[str] = []
-    for cell in _cells_of(twin):
-        config = {
-            "kind": cell.kind,
-            "activation": cell.activation_name,
-            "recurrent_activation": getattr(cell, "recurrent_activation_name", None),
-            "stateful": stateful,
-            "initial_state": initial_state,
-            "dtype": cell.dtype.name,
-        }
-        ids.extend(d.id for d in explain(config, old, new) if d.id not in ids)
-    return ids
-
-
-def target_backend(keras_version: int, source_backend: str, load: bool = True) -> str:
-    """The backend the target Keras runs on: TensorFlow for Keras 2; for Keras 3 the installed
-    Keras 3's backend (imported to ask it; without ``load``, ``$KERAS_BACKEND`` or TensorFlow
-    unless Keras 3 is imported already)."""
-    if keras_version == 2:
-        return "tensorflow"
-    keras = sys.modules.get("keras")
-    if not load and not str(getattr(keras, "__version__", "")).startswith("3."):
-        return os.environ.get("KERAS_BACKEND", "tensorflow")
-    try:
-        from rnnparity.suite import keras_adapter
-
-        return keras_adapter.load_keras("keras3").backend
-    except ImportError:
-        return source_backend
-
-
-def environment(keras_version: int, backend: str) -> dict[str, Any]:
-    from rnnparity.suite import keras_adapter
-
-    return {"keras_major": keras_version, "keras_backend": backend, "jax_x64": keras_adapter.jax_x64_enabled(backend)}
 
 
 # --------------------------------------------------------------------------- the report
@@ -392,27 +279,6 @@ def _restore_states(saved: list[tuple[Any, np.ndarray]]) -> None:
         variable.assign(value)
 
 
-def _flat_outputs(model: Any, result: Any) -> dict[str, np.ndarray]:
-    """The model's outputs by output name, in the model's order."""
-    from rnnparity.suite import keras_adapter
-
-    names = [str(n) for n in (getattr(model, "output_names", None) or [])]
-    if isinstance(result, Mapping):
-        keys = [n for n in names if n in result] or list(result)
-        values = [result[k] for k in keys]
-    else:
-        values = list(result) if isinstance(result, (list, tuple)) else [result]
-    if len(names) != len(values) or len(set(names)) != len(names):
-        names = [f"output_{i}" for i in range(len(values))]
-    return {name: keras_adapter.to_numpy(value) for name, value in zip(names, values)}
-
-
-def _run_calls(model: Any, arrays: list[np.ndarray], calls: int) -> dict[str, np.ndarray]:
-    """The outputs of ``calls`` model calls in a row, joined along the batch axis."""
-    results = [_flat_outputs(model, model(arrays if len(arrays) > 1 else arrays[0], training=False)) for _ in range(calls)]
-    return {name: np.concatenate([r[name] for r in results]) if calls > 1 else results[0][name] for name in results[0]}
-
-
 def _predict(handle: Any, model: Any, arrays: list[np.ndarray], target: int, backend: str, calls: int) -> DriftReport:
     from rnnparity.files import verify
 
@@ -421,7 +287,7 @@ def _predict(handle: Any, model: Any, arrays: list[np.ndarray], target: int, bac
     # Target twins from the layers as loaded (with their carried states), before any call.
     fresh = {id(layer): _target_twin(layer, target, backend) for layer in recurrent}
     replacements = {id(layer): _target_twin(layer, target, backend) for layer in recurrent}
-    before = _run_calls(model, arrays, calls)
+    before = run_calls(model, arrays, calls)
     _restore_states(saved)
     rows: list[Any] = []
     captures: list[Any] = []
@@ -563,7 +429,7 @@ def _run_replaced(
         layer.call = replaced
         patched.append(layer)
     try:
-        return _run_calls(model, arrays, calls)
+        return run_calls(model, arrays, calls)
     finally:
         for layer in patched:
             verify._restore_call(layer)
@@ -634,119 +500,6 @@ def _compare_with_target(report: DriftReport, path: str, to: str, arrays: list[n
         output.actual_max_abs = compare(report.before[output.name], actual).max_abs
         agreement = compare(actual, report.after[output.name], names=[output.name], context="target Keras vs predicted")
         output.agrees, output.agreement, output.agreement_max_abs = agreement.ok, agreement.message, agreement.max_abs
-
-
-def run_in_target(path: str, to: str, arrays: list[np.ndarray], calls: int) -> tuple[dict[str, np.ndarray] | None, str]:
-    """``(outputs by name, what ran)`` from the target Keras loading ``path`` in a subprocess
-    and calling the model ``calls`` times on ``arrays``; ``(None, why not)`` when it cannot."""
-    import rnnparity
-
-    package_root = str(Path(rnnparity.__file__).resolve().parent.parent)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([package_root, *filter(None, [env.get("PYTHONPATH")])])
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if to == "tf-keras":
-        env["TF_USE_LEGACY_KERAS"] = "1"
-    else:
-        env.pop("TF_USE_LEGACY_KERAS", None)
-    with tempfile.TemporaryDirectory(prefix="rnnparity-drift-") as folder:
-        inputs_path, outputs_path = os.path.join(folder, "inputs.npz"), os.path.join(folder, "outputs.npz")
-        np.savez(inputs_path, *arrays)
-        command = [
-            sys.executable,
-            "-c",
-            "import sys; from rnnparity.files.drift import _target_main; sys.exit(_target_main(sys.argv[1:]))",
-        ]
-        try:
-            done = subprocess.run(
-                [*command, path, to, inputs_path, str(calls), outputs_path],
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=ACTUAL_TIMEOUT_SECONDS,
-            )
-        except subprocess.TimeoutExpired:
-            return None, f"the target Keras did not finish within {ACTUAL_TIMEOUT_SECONDS} s"
-        lines = [line for line in done.stdout.splitlines() if line.startswith("rnnparity-drift: ")]
-        said = lines[-1].removeprefix("rnnparity-drift: ") if lines else ""
-        if done.returncode != 0 or not os.path.exists(outputs_path):
-            reason = said or (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-            return None, _shortened(reason)
-        with np.load(outputs_path, allow_pickle=False) as loaded:
-            names = json.loads(said)["outputs"]
-            return {name: loaded[f"arr_{i}"] for i, name in enumerate(names)}, json.loads(said)["keras"]
-
-
-def _shortened(text: str, limit: int = 300) -> str:
-    """Keras's loading errors can hold the whole model config; keep the start."""
-    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
-
-
-def _target_main(argv: Sequence[str]) -> int:
-    """The subprocess: load ``path`` with the target Keras, run it, save its outputs."""
-    from rnnparity.files import verify
-    from rnnparity.suite import keras_adapter
-
-    path, to, inputs_path, calls, outputs_path = argv
-    try:
-        model_file = verify.read_model_file(path)
-        try:
-            handle = keras_adapter.load_keras(to)
-        except ImportError as exc:
-            raise ModelFileError(f"{to} is not installed: {exc}") from None
-        model_file.flavor = handle.flavor
-        model, how = _load_in_target(handle, model_file)
-        with np.load(inputs_path, allow_pickle=False) as loaded:
-            arrays = [loaded[f"arr_{i}"] for i in range(len(loaded.files))]
-        try:
-            outputs = _run_calls(model, arrays, int(calls))
-        except Exception as exc:  # the target Keras could not run the model
-            raise ModelFileError(f"{handle.describe()} could not run the model: {verify._first_line(exc)}") from None
-    except ModelFileError as exc:
-        print(f"rnnparity-drift: {exc}")
-        return EXIT_ERROR
-    np.savez(outputs_path, *outputs.values())
-    print("rnnparity-drift: " + json.dumps({"outputs": list(outputs), "keras": f"{handle.describe()}, {how}"}))
-    return EXIT_OK
-
-
-def _load_in_target(handle: Any, model_file: Any) -> tuple[Any, str]:
-    """The model as the target Keras loads it, and how. A tf_keras ``.h5`` whose only obstacle
-    for Keras 3 is ``time_major=False`` (a Keras 2 argument at the value Keras 3 computes) is
-    loaded from its config without it; ``time_major=True`` cannot be loaded."""
-    from rnnparity.files import verify
-    from rnnparity.suite import keras_adapter
-
-    try:
-        return verify.load_model(model_file)[1], "loaded from the file"
-    except ModelFileError as exc:
-        if not (handle.major == 3 and model_file.format == "h5" and "time_major" in str(exc)):
-            raise
-        first = exc
-    config = copy.deepcopy(model_file.config)
-    if _drop_time_major(config):
-        raise ModelFileError(f"{first}; time_major=True has no Keras 3 equivalent")
-    verify.scan_config(config, verify.known_class_names(handle.module) | keras_adapter.op_class_names(handle), "")
-    try:
-        model = keras_adapter.load_keras2_h5_in_keras3(handle, model_file.path, config)
-    except Exception as exc:  # Keras refused the config or the weights
-        raise ModelFileError(f"{first}; without time_major=False: {verify._first_line(exc)}") from None
-    return model, "loaded from the file's config without time_major=False (a Keras 2 argument Keras 3 refuses)"
-
-
-def _drop_time_major(config: Any) -> bool:
-    """Remove ``time_major: False`` everywhere in ``config``; True when a ``time_major: True`` is found."""
-    found = False
-    if isinstance(config, dict):
-        if config.get("time_major") is False:
-            del config["time_major"]
-        found = config.get("time_major") is True
-        for value in config.values():
-            found = _drop_time_major(value) or found
-    elif isinstance(config, list):
-        for value in config:
-            found = _drop_time_major(value) or found
-    return found
 
 
 # --------------------------------------------------------------------------- weights-only files
@@ -828,41 +581,4 @@ def drift_weights(
         actual="not run: a weights-only file has no model for the target Keras to load; per-layer prediction only "
         "(the end-to-end part needs a full model file)",
         other_layers=len(file.others),
-    )
-
-
-def drift_hint(captures: Sequence[Any], handle: Any, path: str) -> str:
-    """For ``verify``: one line naming the recurrent layers among ``captures`` (verify's recorded
-    calls) whose results would change under the other Keras, with the known differences that
-    cause it, pointing to ``rnnparity drift``; ``""`` when none would. Each layer's first call
-    is replayed (a stateful layer from zero states, as a freshly loaded model starts)."""
-    from rnnparity.compare import compare
-
-    target = 5 - handle.major
-    to = "keras3" if target == 3 else "tf-keras"
-    backend = target_backend(target, handle.backend, load=False)
-    old, new = handle.environment, environment(target, backend)
-    found: dict[str, str] = {}
-    for capture in captures:
-        name = capture.layer.name
-        if name in found:
-            continue
-        found[name] = ""
-        try:
-            moved = retarget(capture.twin, target, backend)
-            if getattr(moved, "stateful", False):
-                moved.reset_state()
-            predicted = moved(capture.inputs, initial_state=capture.initial_state, mask=capture.mask)
-        except (ValueError, TypeError) as exc:
-            found[name] = f"{name} (cannot exist there: {exc})"
-            continue
-        if not compare(capture.keras_result, predicted, check_container=False).ok:
-            causes = known_causes(capture.twin, old, new, capture.initial_state is not None) or ["unexplained"]
-            found[name] = f"{name} ({', '.join(causes)})"
-    drifting = [text for text in found.values() if text]
-    if not drifting:
-        return ""
-    label = "Keras 3" if target == 3 else "tf_keras (Keras 2)"
-    return (
-        f"under {label} these layers would compute other numbers: {'; '.join(drifting)} (see: rnnparity drift {path} --to {to})"
     )

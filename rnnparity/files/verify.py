@@ -624,7 +624,7 @@ def verify(
         raise ModelFileError(f"the model could not run on the inputs: {_first_line(exc)}") from None
     if model_file.format == "h5":
         check_file_weights(model_file.path, model, rows)
-    from rnnparity.files.drift import drift_hint
+    from rnnparity.files.retarget import drift_hint
 
     report = VerifyReport(
         model=str(path),
@@ -759,7 +759,7 @@ def verify_weights(
         rows.append(row)
         captures.extend(layer_captures)
         described_inputs.append({"name": plan.layer.name, "shape": list(shape), "dtype": plan.cell_settings[0]["dtype"]})
-    from rnnparity.files.drift import drift_hint
+    from rnnparity.files.retarget import drift_hint
 
     if not layers:
         for name, reason in file.no_twin.items():
