@@ -349,3 +349,29 @@ def test_retarget_equals_a_twin_built_for_the_target() -> None:
     assert_parity(old(x), drift_module.retarget(moved, 2)(x), context="and back to Keras 2")
     with pytest.raises(AssertionError):
         assert_parity(old(x), moved(x), check_container=False)
+
+
+def test_target_keras_disagreeing_with_the_prediction_is_a_finding(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the target Keras's own outputs differ from the prediction, both are reported and the exit is 1,
+    even for a model that does not drift (here the target's run is replaced by one that is off by 1e-3)."""
+    path, _ = _saved("tf-keras", lambda k: _gru(k, "sigmoid"), tmp_path / "old.h5")
+
+    def off_by_a_little(path: str, to: str, arrays: list[np.ndarray], calls: int) -> tuple[dict[str, np.ndarray], str]:
+        model = keras_handle("tf-keras").module.models.load_model(path, compile=False)
+        return {"probs": np.asarray(model(arrays[0])) + 1e-3}, "a stand-in for the target Keras"
+
+    monkeypatch.setattr(drift_module, "run_in_target", off_by_a_little)
+    code, out, err = _run(capsys, str(path), "--to", "keras3")
+    assert code == 1, out + err
+    assert "DISAGREES (max abs 0.001)" in out and "PREDICTION DISAGREES with Keras 3 for output(s) probs" in out
+    assert "probs: [target Keras vs predicted probs] MISMATCH" in out  # both values, as the comparison shows them
+
+
+def test_a_layer_the_target_keras_cannot_have_breaks() -> None:
+    rng = np.random.default_rng(29)
+    old = rnnparity.SimpleRNN(3, time_major=True, keras_version=2)
+    old.set_weights([rng.uniform(-1, 1, shape) for shape in ((2, 3), (3, 3), (3,))])
+    with pytest.raises(ValueError, match="time_major=True exists in Keras 2 only"):
+        drift_module.retarget(old, 3)
