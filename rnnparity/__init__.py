@@ -32,9 +32,11 @@ __all__ = [
     "StackedRNNCells",
     "assert_parity",
     "compare",
+    "drift",
     "from_keras",
     "gradients",
     "legacy",
+    "verify",
 ]
 
 
@@ -43,3 +45,21 @@ def from_keras(layer: Any) -> Any:
     from rnnparity.suite.keras_adapter import from_keras as _from_keras
 
     return _from_keras(layer)
+
+
+def verify(path: str, **options: Any) -> Any:
+    """Run the saved model ``path`` and check every recurrent layer's twin against what Keras
+    computed; returns a report (``.ok``, ``.layers``). Options as
+    :func:`rnnparity.files.verify.verify` (``inputs_path``, ``batch_size``, ``timesteps``, ``seed``, ...)."""
+    from rnnparity.files.verify import verify as _verify
+
+    return _verify(path, **options)
+
+
+def drift(path: str, *, to: str = "keras3", inputs: Any = None, **options: Any) -> Any:
+    """Would the saved model ``path`` compute other numbers under the Keras ``to`` (``"keras3"``
+    or ``"tf-keras"``)? Returns a report (``.drifts``, ``.layers``, ``.outputs``, ``.verdict``,
+    ``.before``/``.after``). Options as :func:`rnnparity.files.drift.drift`."""
+    from rnnparity.files.drift import drift as _drift
+
+    return _drift(path, to=to, inputs=inputs, **options)

@@ -182,6 +182,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from rnnparity.suite import bench as bench_module
 
     bench_module.add_arguments(bench)
+    from rnnparity.cli import drift
+
+    drift.add_parser(commands)
     return parser
 
 
@@ -284,6 +287,8 @@ def run_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         except OSError as exc:
             err.write(f"rnnparity verify: cannot write --json {args.json_path}: {exc.strerror or exc}\n")
             return EXIT_ERROR
+    if report.drift_hint:
+        out.write(report.drift_hint + "\n")
     verified = [row for row in report.layers if row.status == "ok"]
     if report.ok:
         out.write(f"PARITY HOLDS for {len(verified)} recurrent layer(s)")
@@ -725,6 +730,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_explain(args, sys.stdout, sys.stderr)
     if args.command == "verify":
         return run_verify(args, sys.stdout, sys.stderr)
+    if args.command == "drift":
+        from rnnparity.cli import drift
+
+        return drift.run(args)
     if args.command == "bench":
         from rnnparity.suite import bench
 

@@ -16,6 +16,11 @@ One job per module; the arrows point down the list, never up:
   weights-only files checked layer by layer;
 * :mod:`~rnnparity.files.verify`: ``rnnparity verify``, a whole model run with every recurrent
   layer's calls captured and compared with its twin;
+* :mod:`~rnnparity.files.retarget`: a recorded call replayed by a twin set to the other Keras;
+* :mod:`~rnnparity.files.drift_target`: the same file loaded and run in the other Keras
+  (a subprocess), for the actual change next to the predicted one;
+* :mod:`~rnnparity.files.drift`: ``rnnparity drift``, the model's predictions under the other
+  Keras, layer by layer and end to end;
 * :mod:`~rnnparity.files.export`: captured calls written as test vectors.
 
 Names: ``keras_version`` is Keras's major version, 2 or 3, as on the twins;

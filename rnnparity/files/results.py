@@ -39,6 +39,7 @@ class VerifyReport:
     seed: int | None
     exports: list[dict[str, Any]] = field(default_factory=list)
     weights_only: bool = False  # each recurrent layer checked alone; there is no model to run
+    drift_hint: str = ""  # the layers that would compute other numbers under the other Keras (rnnparity.files.drift)
 
     @property
     def ok(self) -> bool:

@@ -315,6 +315,8 @@ def verify(
         raise ModelFileError(f"the model could not run on the inputs: {first_line(exc)}") from None
     if model_file.format == "h5":
         check_file_weights(model_file.path, model, rows)
+    from rnnparity.files.retarget import drift_hint
+
     report = VerifyReport(
         model=str(path),
         keras=handle.describe(),
@@ -325,6 +327,7 @@ def verify(
         layers=rows,
         other_layers=other,
         seed=None if inputs_path else seed,
+        drift_hint=drift_hint(captures, handle, str(path)),
     )
     if export_dir is not None:
         from rnnparity.files.export import export_vectors

@@ -113,6 +113,8 @@ def verify_weights(
     if not layers:
         for name, reason in file.no_twin.items():
             rows.append(LayerResult(name, "?", "", "skipped", detail=reason))
+    from rnnparity.files.retarget import drift_hint
+
     report = VerifyReport(
         model=str(path),
         keras=handle.describe(),
@@ -121,6 +123,7 @@ def verify_weights(
         other_layers=len(file.others),
         seed=seed,
         weights_only=True,
+        drift_hint=drift_hint(captures, handle, str(path)),
     )
     if export_dir is not None:
         from rnnparity.files.export import export_vectors

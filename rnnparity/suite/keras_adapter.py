@@ -571,3 +571,16 @@ def keras_gradients(
     if isinstance(out["initial_state"], tuple):
         out["initial_state"] = list(out["initial_state"])
     return out
+
+
+def load_keras2_h5_in_keras3(handle: KerasHandle, path: str, config: dict[str, Any]) -> Any:
+    """A Keras 2 (tf_keras) ``.h5`` model loaded by Keras 3 from its stored ``config`` (already
+    scanned, with Keras 2's ``time_major=False`` removed: Keras 3 refuses the argument, and
+    False is what Keras 3 computes anyway) and the file's weights, through Keras 3's own
+    legacy-config deserializer and ``load_weights``."""
+    if handle.major != 3:
+        raise ImportError("only Keras 3 needs this route; Keras 2 loads its own .h5 files")
+    saving_utils = importlib.import_module("keras.src.legacy.saving.saving_utils")
+    model = saving_utils.model_from_config(config)
+    model.load_weights(path)
+    return model

@@ -7,6 +7,8 @@ Fixtures:
   they match within the per-dtype tolerances (same helper as rnnparity's own suite).
 * ``check_parity(keras_layer, inputs, **call_kwargs)`` -> builds the twin, calls both with
   the same arguments, asserts parity and returns the comparison.
+* ``assert_no_drift(model_path, to="keras3")`` -> fails, naming the recurrent layers and the
+  known differences, when the saved model would compute other numbers under that Keras.
 
 The report header names the NumPy, TensorFlow and Keras versions. Loading the plugin
 imports neither TensorFlow nor Keras.
@@ -61,3 +63,32 @@ def check_parity() -> Callable[..., Comparison]:
         return _assert_parity(keras_out, twin_out, context=getattr(layer, "name", ""), **tolerances)
 
     return check
+
+
+def no_drift(path: str, to: str = "keras3", inputs: Any = None, **options: Any) -> Any:
+    """Fail the test when the saved model ``path`` would compute other numbers under the Keras
+    ``to`` (``"keras3"`` or ``"tf-keras"``), naming the layers that drift and the known
+    differences that cause it; returns the drift report otherwise. ``options`` as
+    :func:`rnnparity.files.drift.drift` (``actual=False`` skips running the target Keras)."""
+    from rnnparity.files.drift import drift
+
+    report = drift(path, to=to, inputs=inputs, **options)
+    if report.drifts:
+        lines = [report.verdict]
+        for layer in report.layers:
+            if layer.status in ("drifts", "breaks"):
+                change = "" if layer.max_abs is None else f"max abs change {layer.max_abs:.3g}; "
+                lines.append(f"  layer {layer.name} ({layer.type}): {change}{', '.join(layer.causes) or layer.detail}")
+        for output in report.outputs:
+            if output.changed or output.agrees is False:
+                lines.append(f"  output {output.name}: max abs change {output.max_abs:.3g} {output.agreement}".rstrip())
+        lines.append(f"  (rnnparity drift {path} --to {to} shows the full report)")
+        pytest.fail("\n".join(lines), pytrace=False)
+    return report
+
+
+@pytest.fixture
+def assert_no_drift() -> Callable[..., Any]:
+    """``assert_no_drift(path, to="keras3", inputs=None, **options)``: fails with the layers
+    that would drift under the other Keras (see :func:`no_drift`)."""
+    return no_drift
