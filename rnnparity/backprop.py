@@ -255,17 +255,7 @@ def _bidirectional_gradients(
     run_f = _prepare(forward_layer, inputs, forward_state, mask, training)
     run_b = _prepare(backward_layer, inputs, backward_state, mask, training)
 
-    shape_f, shape_b = run_f.output_shape, run_b.output_shape
-    if wrapper.merge_mode is None:
-        expected = [("forward output", shape_f), ("backward output", shape_b)]
-    elif wrapper.merge_mode == "concat":
-        expected = [("output", (*shape_f[:-1], shape_f[-1] + shape_b[-1]))]
-    else:
-        expected = [("output", shape_f)]
-    n_outputs = len(expected)
-    if wrapper.return_state:
-        expected += [(f"forward {name}", shape) for name, shape in run_f.state_shapes]
-        expected += [(f"backward {name}", shape) for name, shape in run_b.state_shapes]
+    expected, n_outputs = _bidirectional_returns(wrapper, run_f, run_b)
     merged_dtype = wrapper.dtype if wrapper.keras_version == 3 else forward_layer.dtype
     single = wrapper.merge_mode is not None and not wrapper.return_state
     arrays = _parse_output_grads(output_grads, wrapper, expected, single, merged_dtype)
@@ -274,28 +264,7 @@ def _bidirectional_gradients(
     keep = wrapper.merge_mode == "mul"
     _forward(run_f, keep_output=keep)
     _forward(run_b, keep_output=keep)
-
-    time_axis = 0 if forward_layer.time_major else 1
-    g = merged[0]
-    if wrapper.merge_mode is None:
-        d_y, d_y_rev = merged
-    elif wrapper.merge_mode == "concat":
-        d_y, d_y_rev = g[..., : shape_f[-1]], g[..., shape_f[-1] :]
-    elif wrapper.merge_mode == "sum":
-        d_y, d_y_rev = g, g
-    elif wrapper.merge_mode == "ave":  # (y + y_rev) / 2
-        d_y = d_y_rev = g / g.dtype.type(2)
-    else:  # mul: y * y_rev, both as merged (Keras 3 casts them to the wrapper's dtype first)
-        assert run_f.call.output is not None and run_b.call.output is not None
-        y = run_f.call.output.astype(merged_dtype, copy=False)
-        y_rev = run_b.call.output.astype(merged_dtype, copy=False)
-        if wrapper.return_sequences:
-            y_rev = np.flip(y_rev, axis=time_axis)
-        d_y, d_y_rev = g * y_rev, g * y
-    if wrapper.return_sequences:
-        d_y_rev = np.flip(d_y_rev, axis=time_axis)
-    d_y = np.ascontiguousarray(d_y, dtype=forward_layer.dtype)
-    d_y_rev = np.ascontiguousarray(d_y_rev, dtype=backward_layer.dtype)
+    d_y, d_y_rev = _unmerge(wrapper, run_f, run_b, merged, merged_dtype)
 
     n_forward = len(run_f.call.states)
     if wrapper.return_state:
@@ -320,6 +289,51 @@ def _bidirectional_gradients(
         result["states"] = [*states_f["states"], *states_b["states"]]
     result["weights"] = [*run_f.tape.weight_grads(), *run_b.tape.weight_grads()]
     return result
+
+
+def _bidirectional_returns(wrapper: Bidirectional, run_f: _Run, run_b: _Run) -> tuple[list[tuple[str, tuple[int, ...]]], int]:
+    """``(name, shape)`` of everything ``wrapper`` returns, and how many of those are outputs."""
+    shape_f, shape_b = run_f.output_shape, run_b.output_shape
+    if wrapper.merge_mode is None:
+        expected = [("forward output", shape_f), ("backward output", shape_b)]
+    elif wrapper.merge_mode == "concat":
+        expected = [("output", (*shape_f[:-1], shape_f[-1] + shape_b[-1]))]
+    else:
+        expected = [("output", shape_f)]
+    n_outputs = len(expected)
+    if wrapper.return_state:
+        expected += [(f"forward {name}", shape) for name, shape in run_f.state_shapes]
+        expected += [(f"backward {name}", shape) for name, shape in run_b.state_shapes]
+    return expected, n_outputs
+
+
+def _unmerge(
+    wrapper: Bidirectional, run_f: _Run, run_b: _Run, merged: list[np.ndarray], merged_dtype: np.dtype
+) -> tuple[np.ndarray, np.ndarray]:
+    """The gradients of the forward layer's output and of the backward layer's (in its own
+    processing order, each in its layer's dtype), from those of the merged output(s)."""
+    forward_layer, backward_layer = wrapper.forward_layer, wrapper.backward_layer
+    time_axis = 0 if forward_layer.time_major else 1
+    g = merged[0]
+    if wrapper.merge_mode is None:
+        d_y, d_y_rev = merged
+    elif wrapper.merge_mode == "concat":
+        width = run_f.output_shape[-1]
+        d_y, d_y_rev = g[..., :width], g[..., width:]
+    elif wrapper.merge_mode == "sum":
+        d_y, d_y_rev = g, g
+    elif wrapper.merge_mode == "ave":  # (y + y_rev) / 2
+        d_y = d_y_rev = g / g.dtype.type(2)
+    else:  # mul: y * y_rev, both as merged (Keras 3 casts them to the wrapper's dtype first)
+        assert run_f.call.output is not None and run_b.call.output is not None
+        y = run_f.call.output.astype(merged_dtype, copy=False)
+        y_rev = run_b.call.output.astype(merged_dtype, copy=False)
+        if wrapper.return_sequences:
+            y_rev = np.flip(y_rev, axis=time_axis)
+        d_y, d_y_rev = g * y_rev, g * y
+    if wrapper.return_sequences:
+        d_y_rev = np.flip(d_y_rev, axis=time_axis)
+    return np.ascontiguousarray(d_y, dtype=forward_layer.dtype), np.ascontiguousarray(d_y_rev, dtype=backward_layer.dtype)
 
 
 def _as_list(value: Any) -> list[Any]:
