@@ -65,7 +65,6 @@ from typing import Any
 import numpy as np
 
 from rnnparity.bidirectional import Bidirectional
-from rnnparity.cell import StepRecord
 from rnnparity.checks import as_float_array, as_float_array_or_self, cast_nested, flatten_nested
 from rnnparity.rnn import LayerCall, RecurrentLayer
 from rnnparity.stacked import StackedRNNCells
@@ -73,13 +72,12 @@ from rnnparity.tapes import Tape, tape_for
 
 
 class _Run:
-    """One call of a RecurrentLayer (checked by the layer), its tape and its step records."""
+    """One call of a RecurrentLayer (checked by the layer), and the tape its steps record on."""
 
     def __init__(self, layer: RecurrentLayer, call: LayerCall) -> None:
         self.layer = layer
         self.call = call
         self.tape: Tape = tape_for(layer.cell)
-        self.records: list[StepRecord | None] = []
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -88,11 +86,6 @@ class _Run:
     @property
     def state_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         return [(name, s.shape) for name, s in zip(self.layer.cell.flat_state_names, self.call.states)]
-
-    def record_step(self, t: int) -> StepRecord:
-        record = self.tape.record_step(t)
-        self.records[t] = record
-        return record
 
 
 def _prepare(layer: RecurrentLayer, inputs: Any, initial_state: Any, mask: Any, training: bool | None) -> _Run:
@@ -117,8 +110,7 @@ def _forward(run: _Run, keep_output: bool = False) -> None:
     is kept only when ``keep_output``."""
     timesteps, batch, _ = run.call.inputs.shape
     run.tape.allocate(timesteps, batch)
-    run.records = [None] * timesteps
-    run.layer.run_call(run.call, recorder=run.record_step, keep_sequence=keep_output)
+    run.layer.run_call(run.call, recorder=run.tape.record_step, keep_sequence=keep_output)
 
 
 def _backward(run: _Run, d_output: np.ndarray, d_states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -143,8 +135,6 @@ def _backward(run: _Run, d_output: np.ndarray, d_states: list[np.ndarray]) -> tu
             t = timesteps - 1 - k if layer.go_backwards else k
             if d_sequence is not None:
                 d_out = d_out + d_sequence[k]
-            record, run.records[t] = run.records[t], None
-            assert record is not None
             if mask is not None and not mask[t].all():
                 keep = mask[t][:, None]
                 d_step_output = np.where(keep, d_out, 0)
@@ -154,7 +144,7 @@ def _backward(run: _Run, d_output: np.ndarray, d_states: list[np.ndarray]) -> tu
             else:
                 d_step_output, d_out = d_out, zeros
                 d_step_states, carried = d_s, None
-            _, d_s = tape.backward(t, record, d_step_output, d_step_states)
+            _, d_s = tape.backward(t, d_step_output, d_step_states)
             if carried is not None:
                 d_s = [a + b for a, b in zip(d_s, carried)]
         tape.finish(x, d_inputs_tm)

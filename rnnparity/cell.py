@@ -51,12 +51,16 @@ class StepRecord:
     * ``pre`` ``(blocks, batch, units)``: the step's pre-activations, gate-major in
       ``STEP_ORDER`` (GRU with ``reset_after`` adds a 4th block, ``h_tm1 @ U_h + br_h``);
     * ``h_tm1`` ``(batch, units)``: the ``h`` the step started from;
-    * ``kept``: references to arrays the backward pass reads (LSTM: ``c_tm1`` and ``c``);
+    * ``keep(*arrays)``: references to arrays the backward pass reads (LSTM: ``c_tm1`` and
+      ``c``), kept in ``kept`` and, when the record was made with one, in ``store[t]``;
     * ``cells`` / ``cell_inputs`` (``StackedRNNCells``): one record per cell, and buffers for
       the input of every cell after the first (the output of the cell before it).
+
+    The record itself is dropped after its step (what it points into outlives it), so it
+    costs no memory per timestep.
     """
 
-    __slots__ = ("cell_inputs", "cells", "h_tm1", "kept", "pre")
+    __slots__ = ("cell_inputs", "cells", "h_tm1", "kept", "pre", "store", "t")
 
     def __init__(
         self,
@@ -64,12 +68,22 @@ class StepRecord:
         h_tm1: np.ndarray = _NO_BUFFER,
         cells: list[StepRecord] | None = None,
         cell_inputs: list[np.ndarray] | None = None,
+        store: list[tuple[np.ndarray, ...]] | None = None,
+        t: int = 0,
     ) -> None:
         self.pre = pre
         self.h_tm1 = h_tm1
         self.kept: tuple[np.ndarray, ...] = ()
         self.cells: list[StepRecord] = cells or []
         self.cell_inputs: list[np.ndarray] = cell_inputs or []
+        self.store = store
+        self.t = t
+
+    def keep(self, *arrays: np.ndarray) -> None:
+        """Keep references to ``arrays`` (no copy) for the backward pass."""
+        self.kept = arrays
+        if self.store is not None:
+            self.store[self.t] = arrays
 
 
 class RecurrentCell(Protocol):

@@ -77,7 +77,7 @@ class LSTMCell(Cell):
         activated_c = self.activation(c)  # not in place: c is a state, and linear returns c itself
         h = o * activated_c
         if record is not None:
-            record.kept = (c_tm1, c)
+            record.keep(c_tm1, c)
         return h, [h, c]
 
 

@@ -61,19 +61,19 @@ class CellTape:
         if cell.has_recurrent_activation:
             self.rec_act = vjp_for(cell.recurrent_activation, cell.recurrent_activation_name, "recurrent_activation")
         self.pre = self.h_tm1 = np.empty((0, 0, 0, 0))
+        self.kept: list[tuple[np.ndarray, ...]] = []  # per timestep, what a step kept (LSTM: c_tm1, c)
 
     def allocate(self, timesteps: int, batch: int) -> None:
         units, dtype = self.cell.units, self.cell.dtype
         self.pre = np.empty((self.blocks, timesteps, batch, units), dtype=dtype)
         self.h_tm1 = np.empty((timesteps, batch, units), dtype=dtype)
+        self.kept = [()] * timesteps
 
     def record_step(self, t: int) -> StepRecord:
         """The record the cell's step fills at timestep ``t``: views of this tape's buffers."""
-        return StepRecord(pre=self.pre[:, t], h_tm1=self.h_tm1[t])
+        return StepRecord(pre=self.pre[:, t], h_tm1=self.h_tm1[t], store=self.kept, t=t)
 
-    def backward(
-        self, t: int, record: StepRecord, d_output: np.ndarray, d_states: list[np.ndarray]
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
+    def backward(self, t: int, d_output: np.ndarray, d_states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         """``(d x_proj, d states the step started from)``; ``d x_proj`` is ``pre[:gates, t]``."""
         raise NotImplementedError
 
@@ -128,16 +128,14 @@ class CellTape:
 
 
 class LSTMTape(CellTape):
-    """Pre-activations of ``i, f, o, c`` (step order); the record keeps ``c_tm1`` and ``c``."""
+    """Pre-activations of ``i, f, o, c`` (step order); each step keeps ``c_tm1`` and ``c``."""
 
     cell: LSTMCell
     recurrent_blocks = ((slice(0, 4), slice(0, 4)),)
 
-    def backward(
-        self, t: int, record: StepRecord, d_output: np.ndarray, d_states: list[np.ndarray]
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
+    def backward(self, t: int, d_output: np.ndarray, d_states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         cell = self.cell
-        c_tm1, c = record.kept
+        (c_tm1, c), self.kept[t] = self.kept[t], ()
         pre = self.pre[:, t]
         ifo = _values(cell.recurrent_activation, pre[:3])
         i, f, o = ifo
@@ -172,9 +170,7 @@ class GRUTape(CellTape):
         if cell.reset_after and self.d_input_bias is not None:
             self.d_recurrent_bias = np.zeros_like(self.d_input_bias)
 
-    def backward(
-        self, t: int, record: StepRecord, d_output: np.ndarray, d_states: list[np.ndarray]
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
+    def backward(self, t: int, d_output: np.ndarray, d_states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         cell = self.cell
         h_tm1, pre = self.h_tm1[t], self.pre[:, t]
         zr = _values(cell.recurrent_activation, pre[:2])
@@ -208,9 +204,7 @@ class SimpleRNNTape(CellTape):
     cell: SimpleRNNCell
     recurrent_blocks = ((slice(0, 1), slice(0, 1)),)
 
-    def backward(
-        self, t: int, record: StepRecord, d_output: np.ndarray, d_states: list[np.ndarray]
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
+    def backward(self, t: int, d_output: np.ndarray, d_states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         pre = self.pre[:, t]
         pre[0] = self.act(pre[0], self.cell.activation(pre[0]), d_output + d_states[0])
         return pre, [self._d_h_tm1(pre)]
@@ -240,15 +234,13 @@ class StackTape:
         """A record per cell, and the slots for each later cell's input, at timestep ``t``."""
         return StepRecord(cells=[tape.record_step(t) for tape in self.tapes], cell_inputs=[x[t] for x in self.inputs])
 
-    def backward(
-        self, t: int, record: StepRecord, d_output: np.ndarray, d_states: list[np.ndarray]
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
+    def backward(self, t: int, d_output: np.ndarray, d_states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         d_previous: list[np.ndarray] = []
         offset = sum(self.counts)
         for index in range(len(self.tapes) - 1, -1, -1):
             tape, count = self.tapes[index], self.counts[index]
             offset -= count
-            d_x_proj, d_cell = tape.backward(t, record.cells[index], d_output, d_states[offset : offset + count])
+            d_x_proj, d_cell = tape.backward(t, d_output, d_states[offset : offset + count])
             d_previous = d_cell + d_previous
             if index:  # back through the projection of the previous cell's output
                 d_output = np.matmul(d_x_proj, tape.kernel_t).sum(axis=0)

@@ -377,10 +377,10 @@ def test_gradient_parity_catches_deliberate_errors(flavor: str, monkeypatch: pyt
 
     original = tapes.LSTMTape.backward
 
-    def swapped_if(self: Any, t: int, record: Any, d_output: Any, d_states: Any) -> Any:
+    def swapped_if(self: Any, t: int, d_output: Any, d_states: Any) -> Any:
         pre = self.pre[:, t]
         pre[[0, 1]] = pre[[1, 0]]  # differentiate as if i and f were swapped
-        return original(self, t, record, d_output, d_states)
+        return original(self, t, d_output, d_states)
 
     with monkeypatch.context() as patch:
         patch.setattr(tapes.LSTMTape, "backward", swapped_if)
