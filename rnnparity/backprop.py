@@ -81,7 +81,7 @@ class _Run:
 
     @property
     def output_shape(self) -> tuple[int, ...]:
-        return self.layer.output_shape(self.call)
+        return self.layer.call_output_shape(self.call)
 
     @property
     def state_shapes(self) -> list[tuple[str, tuple[int, ...]]]:

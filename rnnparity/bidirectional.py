@@ -139,6 +139,7 @@ class Bidirectional:
 
     @staticmethod
     def split_states(states: Any, argument: str) -> tuple[list[Any], list[Any]]:
+        """``states`` (the forward layer's, then the backward layer's) split in its two halves."""
         if not isinstance(states, (list, tuple)) or len(states) % 2:
             given = f"{len(states)} items" if isinstance(states, (list, tuple)) else type(states).__name__
             raise ValueError(

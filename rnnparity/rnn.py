@@ -305,7 +305,7 @@ class RecurrentLayer:
         packed = [call.output, *self.cell.pack_layer_states(call.final_states, call.structure)]
         return tuple(packed) if self.keras_version == 3 else packed
 
-    def output_shape(self, call: LayerCall) -> tuple[int, ...]:
+    def call_output_shape(self, call: LayerCall) -> tuple[int, ...]:
         """The shape of the output ``call`` returns (before it has run)."""
         timesteps, batch, _ = call.inputs.shape
         units = self.cell.output_size
