@@ -12,7 +12,10 @@ import numpy as np
 
 from rnnparity.activations import ActivationLike
 from rnnparity.cell import Cell, StepRecord
+from rnnparity.layout import step_index
 from rnnparity.rnn import RecurrentLayer
+
+_H = step_index("simple_rnn")["h"]  # the one gate block
 
 
 class SimpleRNNCell(Cell):
@@ -41,10 +44,10 @@ class SimpleRNNCell(Cell):
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         (h_tm1,) = states
         assert self.recurrent_gates is not None
-        h = h_tm1 @ self.recurrent_gates[0]
-        h += x_proj[0]
+        h = h_tm1 @ self.recurrent_gates[_H]
+        h += x_proj[_H]
         if record is not None:
-            record.pre[0] = h
+            record.pre[_H] = h
             record.h_tm1[...] = h_tm1
         h = self._activation_in_place(h)
         return h, [h]
