@@ -36,13 +36,7 @@ from rnnparity import activations as act
 
 VJP = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
-# SeluGrad multiplies by these two literals (scale, and scale * alpha rounded once).
-_SELU_SCALE = 1.0507009873554804934193349852946
-_SELU_SCALE_ALPHA = 1.7580993408473768599402175208123
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
-_SQRT_HALF_AS_FLOAT32 = float(np.float32(1.0 / math.sqrt(2.0)))
-_SQRT_TWO_AS_FLOAT32 = float(np.float32(math.sqrt(2.0)))
-_LEAKY_ALPHA = np.float32(0.2)
 
 
 def _c(x: np.ndarray, value: float) -> Any:
@@ -92,7 +86,7 @@ def relu6(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
 
 
 def leaky_relu(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    return np.where(x > 0, dy, dy * x.dtype.type(_LEAKY_ALPHA))
+    return np.where(x > 0, dy, dy * x.dtype.type(act.LEAKY_RELU_ALPHA))
 
 
 def elu(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
@@ -100,7 +94,7 @@ def elu(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
 
 
 def selu(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    return np.where(y < 0, dy * (y + _c(x, _SELU_SCALE_ALPHA)), dy * _c(x, _SELU_SCALE))
+    return np.where(y < 0, dy * (y + _c(x, act.SELU_SCALE_ALPHA_GRAD)), dy * _c(x, act.SELU_SCALE))
 
 
 def celu(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
@@ -130,16 +124,16 @@ def silu(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
 def _gelu_erfc(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
     # (0.5 * x) * erfc(-x * k), k = 1/sqrt(2) rounded to float32, differentiated in float64.
     x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
-    u = -x64 * _SQRT_HALF_AS_FLOAT32
-    dx = 0.5 * dy64 * act._erfc(u) + (dy64 * 0.5 * x64) * _TWO_OVER_SQRT_PI * np.exp(-u * u) * _SQRT_HALF_AS_FLOAT32
+    u = -x64 * act.SQRT_HALF_AS_FLOAT32
+    dx = 0.5 * dy64 * act.erfc(u) + (dy64 * 0.5 * x64) * _TWO_OVER_SQRT_PI * np.exp(-u * u) * act.SQRT_HALF_AS_FLOAT32
     return dx.astype(x.dtype)
 
 
 def _gelu_erf(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
     # 0.5 * x * (1 + erf(x / sqrt(2))), sqrt(2) rounded to float32 (TensorFlow 2.15).
     x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
-    v = x64 / _SQRT_TWO_AS_FLOAT32
-    dx = 0.5 * dy64 * (1.0 + act._erf(v)) + (dy64 * 0.5 * x64) * _TWO_OVER_SQRT_PI * np.exp(-v * v) / _SQRT_TWO_AS_FLOAT32
+    v = x64 / act.SQRT_TWO_AS_FLOAT32
+    dx = 0.5 * dy64 * (1.0 + act.erf(v)) + (dy64 * 0.5 * x64) * _TWO_OVER_SQRT_PI * np.exp(-v * v) / act.SQRT_TWO_AS_FLOAT32
     return dx.astype(x.dtype)
 
 

@@ -25,15 +25,21 @@ import numpy as np
 Activation = Callable[[np.ndarray], np.ndarray]
 ActivationLike = Union[str, Activation, None]
 
-_SELU_ALPHA = 1.6732632423543772848170429916717
-_SELU_SCALE = 1.0507009873554804934193349852946
+# The activations' constants, shared with their derivatives (rnnparity.activation_grads).
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+# SeluGrad's own literal for scale * alpha, rounded once from the exact product; the forward
+# multiplies the two rounded doubles above, which is one ulp lower. Both are TensorFlow's.
+SELU_SCALE_ALPHA_GRAD = 1.7580993408473768599402175208123
 # TensorFlow's gelu multiplies by 1/sqrt(2) converted through a float32 constant, in
 # float64 too; the twin uses the same rounded constant to agree to the last bits.
-_SQRT_HALF_AS_FLOAT32 = float(np.float32(1.0 / math.sqrt(2.0)))
-_SQRT_TWO_AS_FLOAT32 = float(np.float32(math.sqrt(2.0)))
+SQRT_HALF_AS_FLOAT32 = float(np.float32(1.0 / math.sqrt(2.0)))
+SQRT_TWO_AS_FLOAT32 = float(np.float32(math.sqrt(2.0)))
+# TensorFlow's LeakyRelu op stores alpha as a 32-bit attribute, even for float64 inputs.
+LEAKY_RELU_ALPHA = np.float32(0.2)
 
-_erf = np.vectorize(math.erf, otypes=[np.float64])
-_erfc = np.vectorize(math.erfc, otypes=[np.float64])
+erf = np.vectorize(math.erf, otypes=[np.float64])
+erfc = np.vectorize(math.erfc, otypes=[np.float64])
 
 
 def linear(x: np.ndarray) -> np.ndarray:
@@ -78,8 +84,7 @@ def relu6(x: np.ndarray) -> np.ndarray:
 
 
 def leaky_relu(x: np.ndarray) -> np.ndarray:
-    # TensorFlow's LeakyRelu op stores alpha as a 32-bit attribute, even for float64 inputs.
-    return np.where(x > 0, x, x * x.dtype.type(np.float32(0.2)))
+    return np.where(x > 0, x, x * x.dtype.type(LEAKY_RELU_ALPHA))
 
 
 def elu(x: np.ndarray) -> np.ndarray:
@@ -87,8 +92,8 @@ def elu(x: np.ndarray) -> np.ndarray:
 
 
 def selu(x: np.ndarray) -> np.ndarray:
-    neg = x.dtype.type(_SELU_SCALE * _SELU_ALPHA) * np.expm1(np.minimum(x, 0))
-    return np.where(x > 0, x.dtype.type(_SELU_SCALE) * x, neg)
+    neg = x.dtype.type(SELU_SCALE * SELU_ALPHA) * np.expm1(np.minimum(x, 0))
+    return np.where(x > 0, x.dtype.type(SELU_SCALE) * x, neg)
 
 
 def celu(x: np.ndarray) -> np.ndarray:
@@ -112,7 +117,7 @@ def gelu(x: np.ndarray) -> np.ndarray:
 
     (The Keras default ``approximate=False``, not the tanh form.)"""
     x64 = x.astype(np.float64)
-    return (0.5 * x64 * _erfc(-x64 * _SQRT_HALF_AS_FLOAT32)).astype(x.dtype)
+    return (0.5 * x64 * erfc(-x64 * SQRT_HALF_AS_FLOAT32)).astype(x.dtype)
 
 
 def gelu_erf_form(x: np.ndarray) -> np.ndarray:
@@ -121,7 +126,7 @@ def gelu_erf_form(x: np.ndarray) -> np.ndarray:
     Differs from :func:`gelu` by up to ~1e-8 in float64 (see ``known_differences``);
     ``rnnparity.from_keras`` picks the form the installed TensorFlow uses."""
     x64 = x.astype(np.float64)
-    return (0.5 * x64 * (1.0 + _erf(x64 / _SQRT_TWO_AS_FLOAT32))).astype(x.dtype)
+    return (0.5 * x64 * (1.0 + erf(x64 / SQRT_TWO_AS_FLOAT32))).astype(x.dtype)
 
 
 gelu_erf_form.keras_name = "gelu"  # type: ignore[attr-defined]

@@ -26,28 +26,15 @@ What Keras does, and the twin with it:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from rnnparity.rnn import ArrayLike, LayerOutput, RecurrentLayer, _as_float_array, _check_dtype
+from rnnparity.checks import ArrayLike, as_float_array, cast_nested, check_dtype
+from rnnparity.rnn import LayerOutput, RecurrentLayer
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
-
-
-def _cast_nested(value: Any, dtype: np.dtype) -> Any:
-    if isinstance(value, (list, tuple)):
-        return [_cast_nested(item, dtype) for item in value]
-    return _as_float_array(value, dtype, "initial_state")
-
-
-def _fresh_copy(layer: RecurrentLayer) -> RecurrentLayer:
-    twin = copy.deepcopy(layer)
-    twin._states = None
-    twin._expected_batch_size = None
-    return twin
 
 
 class Bidirectional:
@@ -66,10 +53,10 @@ class Bidirectional:
             raise ValueError(f"merge_mode must be one of {MERGE_MODES}; got {merge_mode!r}")
         self.keras_version = layer.keras_version
         self.merge_mode = merge_mode
-        self.dtype = _check_dtype(dtype)
-        self.forward_layer = _fresh_copy(layer)
+        self.dtype = check_dtype(dtype)
+        self.forward_layer = layer.fresh_copy()
         if backward_layer is None:
-            self.backward_layer = _fresh_copy(layer)
+            self.backward_layer = layer.fresh_copy()
             self.backward_layer.go_backwards = True if self.keras_version == 3 else not layer.go_backwards
         else:
             if not isinstance(backward_layer, RecurrentLayer):
@@ -142,7 +129,7 @@ class Bidirectional:
             self.forward_layer.reset_state()
             self.backward_layer.reset_state()
             return
-        forward, backward = self._halves(states, "states")
+        forward, backward = self.split_states(states, "states")
         self.forward_layer.reset_state(forward)
         self.backward_layer.reset_state(backward)
 
@@ -151,7 +138,8 @@ class Bidirectional:
         self.reset_state(states)
 
     @staticmethod
-    def _halves(states: Any, argument: str) -> tuple[list[Any], list[Any]]:
+    def split_states(states: Any, argument: str) -> tuple[list[Any], list[Any]]:
+        """``states`` (the forward layer's, then the backward layer's) split in its two halves."""
         if not isinstance(states, (list, tuple)) or len(states) % 2:
             given = f"{len(states)} items" if isinstance(states, (list, tuple)) else type(states).__name__
             raise ValueError(
@@ -171,11 +159,11 @@ class Bidirectional:
     ) -> LayerOutput:
         forward_state = backward_state = None
         if self.dtype != self.forward_layer.dtype:
-            inputs = _as_float_array(inputs, self.dtype, "inputs")
+            inputs = as_float_array(inputs, self.dtype, "inputs")
             if initial_state is not None and self.keras_version == 3:
-                initial_state = _cast_nested(initial_state, self.dtype)
+                initial_state = cast_nested(initial_state, self.dtype)
         if initial_state is not None:
-            forward_state, backward_state = self._halves(initial_state, "initial_state")
+            forward_state, backward_state = self.split_states(initial_state, "initial_state")
         y = self.forward_layer(inputs, initial_state=forward_state, mask=mask, training=training)
         y_rev = self.backward_layer(inputs, initial_state=backward_state, mask=mask, training=training)
         states: list[Any] = []

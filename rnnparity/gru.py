@@ -24,7 +24,19 @@ from typing import Any
 import numpy as np
 
 from rnnparity.activations import ActivationLike
-from rnnparity.rnn import Cell, RecurrentLayer, _check_bool
+from rnnparity.cell import Cell, StepRecord
+from rnnparity.checks import check_bool
+from rnnparity.layout import step_index, step_span
+from rnnparity.rnn import RecurrentLayer
+
+# Where the step finds each gate in its gate-major arrays (layout.STEP_ORDER["gru"]): z and
+# r are adjacent, so one recurrent_activation call activates both.
+_GATE = step_index("gru")
+_Z, _R, _H = _GATE["z"], _GATE["r"], _GATE["h"]
+_ZR = step_span("gru", "zr")
+# With reset_after, a record keeps a 4th block after the gates: h_tm1 @ U_h + br_h, the
+# candidate's recurrent part before the reset gate multiplies it.
+RECURRENT_CANDIDATE = len(_GATE)
 
 
 class GRUCell(Cell):
@@ -32,7 +44,6 @@ class GRUCell(Cell):
 
     kind = "gru"
     n_states = 1
-    step_order = ("z", "r", "h")
 
     def __init__(
         self,
@@ -45,10 +56,10 @@ class GRUCell(Cell):
         keras_version: int = 3,
         **training_only_args: Any,
     ) -> None:
-        self.reset_after = _check_bool(reset_after, "reset_after")
+        self.reset_after = check_bool(reset_after, "reset_after")
         super().__init__(units, activation, recurrent_activation, use_bias, dtype, keras_version, **training_only_args)
 
-    def _describe(self) -> str:
+    def describe(self) -> str:
         return f"GRU(units={self.units}, use_bias={self.use_bias}, reset_after={self.reset_after})"
 
     def _extra_config(self) -> dict[str, Any]:
@@ -61,29 +72,52 @@ class GRUCell(Cell):
 
     def _prepare(self) -> None:
         super()._prepare()
-        self._recurrent_bias_gates = None
+        # The recurrent bias (reset_after only), gate-major like input_bias_gates.
+        self.recurrent_bias_gates: np.ndarray | None = None
         if self.bias is not None and self.reset_after:
-            self._recurrent_bias_gates = self.by_gate(self.bias[1])[:, None, :]
+            self.recurrent_bias_gates = self.by_gate(self.bias[1])[:, None, :]
 
-    def recurrent_step(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    @property
+    def record_blocks(self) -> int:
+        """The gates' pre-activation blocks, and ``RECURRENT_CANDIDATE`` with ``reset_after``."""
+        return len(_GATE) + 1 if self.reset_after else len(_GATE)
+
+    def recurrent_step(
+        self, x_proj: np.ndarray, states: list[np.ndarray], record: StepRecord | None = None
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The equations above. ``x_proj`` is this step's own ``(3, batch, units)`` buffer
+        (gates in STEP_ORDER): each gate is computed into its block, in place."""
         (h_tm1,) = states
-        assert self._recurrent_gates is not None
-        # x_proj is this step's own (3, batch, units) buffer, gates z, r, h: the gates are
-        # computed into it in place, z and r (both recurrent_activation) in one call.
-        activation, recurrent_activation = self._activation_in_place, self._recurrent_activation_in_place
+        assert self.recurrent_gates is not None
         if self.reset_after:
-            inner = np.matmul(h_tm1, self._recurrent_gates)
-            if self._recurrent_bias_gates is not None:
-                inner += self._recurrent_bias_gates
-            z, r = recurrent_activation(np.add(x_proj[:2], inner[:2], out=x_proj[:2]))
-            hh = activation(np.add(x_proj[2], np.multiply(r, inner[2], out=inner[2]), out=x_proj[2]))
+            inner = np.matmul(h_tm1, self.recurrent_gates)  # h_tm1 @ U, every gate
+            if self.recurrent_bias_gates is not None:
+                inner += self.recurrent_bias_gates
+            inner_zr = inner[_ZR]
         else:
-            # reset_before multiplies r into h_tm1 before the candidate's matmul, so that
-            # block needs its own matmul; z and r share one.
-            z, r = recurrent_activation(np.add(x_proj[:2], np.matmul(h_tm1, self._recurrent_gates[:2]), out=x_proj[:2]))
-            hh = activation(np.add(x_proj[2], (r * h_tm1) @ self._recurrent_gates[2], out=x_proj[2]))
+            # r multiplies h_tm1 before the candidate's matmul: only z and r share one.
+            inner_zr = np.matmul(h_tm1, self.recurrent_gates[_ZR])
+        zr = np.add(x_proj[_ZR], inner_zr, out=x_proj[_ZR])
+        if record is not None:
+            record.pre[_ZR] = zr
+            record.h_tm1[...] = h_tm1
+        self._recurrent_activation_in_place(zr)  # z and r in one call
+        z, r = x_proj[_Z], x_proj[_R]
+        if self.reset_after:
+            if record is not None:
+                record.pre[RECURRENT_CANDIDATE] = inner[_H]
+            reset_inner = np.multiply(r, inner[_H], out=inner[_H])  # r * (h_tm1 @ U_h + br_h)
+        else:
+            reset_h = r * h_tm1
+            reset_inner = reset_h @ self.recurrent_gates[_H]  # (r * h_tm1) @ U_h
+        x_h = np.add(x_proj[_H], reset_inner, out=x_proj[_H])
+        if record is not None:
+            record.pre[_H] = x_h
+        hh = self._activation_in_place(x_h)
         h = z * h_tm1
-        h += np.multiply(1 - z, hh, out=hh)
+        one_minus_z = 1 - z
+        update = np.multiply(one_minus_z, hh, out=hh)
+        h += update
         return h, [h]
 
 
@@ -115,6 +149,7 @@ class GRU(RecurrentLayer):
 
     @property
     def recurrent_activation(self) -> str:
+        assert isinstance(self.cell, GRUCell)
         return self.cell.recurrent_activation_name
 
     @property

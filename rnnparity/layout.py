@@ -8,7 +8,8 @@ Keras concatenates the per-gate matrices along the last axis, in a fixed order p
   row 1 to the recurrent projection (before the reset gate multiplies it).
 * SimpleRNN: one block of ``units`` columns.
 
-Every slice in the package is derived from these constants.
+Every slice in the package is derived from these constants (``GATE_ORDER`` for Keras's
+arrays, ``STEP_ORDER`` for the cells' gate-major copies).
 """
 
 from __future__ import annotations
@@ -23,6 +24,31 @@ GATE_ORDER: dict[str, tuple[str, ...]] = {
     "gru": ("z", "r", "h"),
     "simple_rnn": ("h",),
 }
+
+# The order in which each cell's step stacks its gates (its gate-major copies of the weights,
+# its projections, the pre-activations gradients record): a permutation of GATE_ORDER.
+# LSTM puts o before c so that the three gates that share ``recurrent_activation`` (i, f, o)
+# are adjacent and one call activates them; the candidate c gets ``activation`` on its own.
+# GRU and SimpleRNN step in Keras's order. Keras's own weights are never reordered.
+STEP_ORDER: dict[str, tuple[str, ...]] = {
+    "lstm": ("i", "f", "o", "c"),
+    "gru": ("z", "r", "h"),
+    "simple_rnn": ("h",),
+}
+
+
+def step_index(kind: str) -> dict[str, int]:
+    """Where each gate of ``kind`` sits in its step's gate-major arrays (``STEP_ORDER``)."""
+    return {gate: index for index, gate in enumerate(STEP_ORDER[kind])}
+
+
+def step_span(kind: str, gates: str) -> slice:
+    """The slice of a step's gate-major arrays that holds ``gates`` (adjacent in ``STEP_ORDER``)."""
+    indices = sorted(step_index(kind)[gate] for gate in gates)
+    if indices != list(range(indices[0], indices[0] + len(indices))):
+        raise ValueError(f"gates {gates!r} are not adjacent in STEP_ORDER[{kind!r}] = {STEP_ORDER[kind]}")
+    return slice(indices[0], indices[-1] + 1)
+
 
 KERAS_CLASS_NAME = {"lstm": "LSTM", "gru": "GRU", "simple_rnn": "SimpleRNN"}
 

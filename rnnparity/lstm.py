@@ -21,7 +21,16 @@ from typing import Any
 import numpy as np
 
 from rnnparity.activations import ActivationLike
-from rnnparity.rnn import Cell, RecurrentLayer, _check_bool
+from rnnparity.cell import Cell, StepRecord
+from rnnparity.checks import check_bool
+from rnnparity.layout import step_index, step_span
+from rnnparity.rnn import RecurrentLayer
+
+# Where the step finds each gate in its gate-major arrays (layout.STEP_ORDER["lstm"]), and
+# the adjacent i, f, o blocks that one recurrent_activation call activates together.
+_GATE = step_index("lstm")
+_I, _F, _O, _C = _GATE["i"], _GATE["f"], _GATE["o"], _GATE["c"]
+_IFO = step_span("lstm", "ifo")
 
 
 class LSTMCell(Cell):
@@ -29,7 +38,6 @@ class LSTMCell(Cell):
 
     kind = "lstm"
     n_states = 2
-    step_order = ("i", "f", "o", "c")  # the recurrent_activation gates first, adjacent
 
     def __init__(
         self,
@@ -43,23 +51,33 @@ class LSTMCell(Cell):
         **training_only_args: Any,
     ) -> None:
         super().__init__(units, activation, recurrent_activation, use_bias, dtype, keras_version, **training_only_args)
-        self.unit_forget_bias = _check_bool(unit_forget_bias, "unit_forget_bias")
+        self.unit_forget_bias = check_bool(unit_forget_bias, "unit_forget_bias")
 
     def _extra_config(self) -> dict[str, Any]:
         return {"unit_forget_bias": self.unit_forget_bias}
 
-    def recurrent_step(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    def recurrent_step(
+        self, x_proj: np.ndarray, states: list[np.ndarray], record: StepRecord | None = None
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The equations above; every gate is a contiguous ``(batch, units)`` block of ``z``,
+        activated in place (the step owns ``z``)."""
         h_tm1, c_tm1 = states
-        assert self._recurrent_gates is not None
-        z = np.matmul(h_tm1, self._recurrent_gates)  # (4, batch, units), gates in step_order
+        assert self.recurrent_gates is not None
+        z = np.matmul(h_tm1, self.recurrent_gates)  # (4, batch, units), gates in STEP_ORDER
         z += x_proj
-        # Each gate is a contiguous block of z, activated in place: the three gates that
-        # share recurrent_activation in one call. Same operations as the equations above.
-        i, f, o = self._recurrent_activation_in_place(z[:3])
-        candidate = self._activation_in_place(z[3])
+        if record is not None:
+            record.pre[...] = z
+            record.h_tm1[...] = h_tm1
+        self._recurrent_activation_in_place(z[_IFO])  # i, f and o in one call
+        i, f, o = z[_I], z[_F], z[_O]
+        candidate = self._activation_in_place(z[_C])
         c = f * c_tm1
-        c += np.multiply(i, candidate, out=i)
-        h = o * self.activation(c)  # not in place: c is a state, and linear returns c itself
+        gated_candidate = np.multiply(i, candidate, out=i)  # i's block is not read again
+        c += gated_candidate
+        activated_c = self.activation(c)  # not in place: c is a state, and linear returns c itself
+        h = o * activated_c
+        if record is not None:
+            record.keep(c_tm1, c)
         return h, [h, c]
 
 
@@ -93,6 +111,7 @@ class LSTM(RecurrentLayer):
 
     @property
     def recurrent_activation(self) -> str:
+        assert isinstance(self.cell, LSTMCell)
         return self.cell.recurrent_activation_name
 
     @property

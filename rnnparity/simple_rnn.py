@@ -11,7 +11,11 @@ from typing import Any
 import numpy as np
 
 from rnnparity.activations import ActivationLike
-from rnnparity.rnn import Cell, RecurrentLayer
+from rnnparity.cell import Cell, StepRecord
+from rnnparity.layout import step_index
+from rnnparity.rnn import RecurrentLayer
+
+_H = step_index("simple_rnn")["h"]  # the one gate block
 
 
 class SimpleRNNCell(Cell):
@@ -19,7 +23,6 @@ class SimpleRNNCell(Cell):
 
     kind = "simple_rnn"
     n_states = 1
-    step_order = ("h",)
     has_recurrent_activation = False
 
     def __init__(
@@ -33,14 +36,19 @@ class SimpleRNNCell(Cell):
     ) -> None:
         super().__init__(units, activation, None, use_bias, dtype, keras_version, **training_only_args)
 
-    def _describe(self) -> str:
+    def describe(self) -> str:
         return f"SimpleRNN(units={self.units}, use_bias={self.use_bias})"
 
-    def recurrent_step(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    def recurrent_step(
+        self, x_proj: np.ndarray, states: list[np.ndarray], record: StepRecord | None = None
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
         (h_tm1,) = states
-        assert self._recurrent_gates is not None
-        h = h_tm1 @ self._recurrent_gates[0]
-        h += x_proj[0]
+        assert self.recurrent_gates is not None
+        h = h_tm1 @ self.recurrent_gates[_H]
+        h += x_proj[_H]
+        if record is not None:
+            record.pre[_H] = h
+            record.h_tm1[...] = h_tm1
         h = self._activation_in_place(h)
         return h, [h]
 

@@ -21,23 +21,29 @@ from typing import Any
 
 import numpy as np
 
-from rnnparity.rnn import ArrayLike, Cell
+from rnnparity.cell import Cell, StepRecord, call_one_step
+from rnnparity.checks import ArrayLike
 
 
-class StackedRNNCells(Cell):
-    """Twin of ``keras.layers.StackedRNNCells(cells)``: one step of every cell in order."""
+class StackedRNNCells:
+    """Twin of ``keras.layers.StackedRNNCells(cells)``: one step of every cell in order.
+    A :class:`~rnnparity.cell.RecurrentCell` made of cells (a stack may hold stacks)."""
 
     kind = "stacked"
-    n_states = 0  # varies per instance; see flat_state_sizes
+    keras_version: int
+    dtype: np.dtype
+    units: int  # the last cell's
+    use_bias: bool  # every cell's
+    training_only_args: dict[str, Any]
 
-    def __init__(self, cells: Sequence[Cell]) -> None:
-        if isinstance(cells, Cell) or not isinstance(cells, Sequence) or isinstance(cells, (str, bytes)):
+    def __init__(self, cells: Sequence[Cell | StackedRNNCells]) -> None:
+        if isinstance(cells, (Cell, StackedRNNCells)) or not isinstance(cells, Sequence) or isinstance(cells, (str, bytes)):
             raise TypeError(f"cells must be a list of rnnparity cells; got {type(cells).__name__}")
         cells = list(cells)
         if not cells:
             raise ValueError("cells must hold at least one cell; got an empty list")
         for index, cell in enumerate(cells):
-            if not isinstance(cell, Cell):
+            if not isinstance(cell, (Cell, StackedRNNCells)):
                 raise TypeError(
                     f"cells[{index}] must be an rnnparity cell (LSTMCell, GRUCell, SimpleRNNCell or StackedRNNCells); "
                     f"got {type(cell).__name__}"
@@ -54,8 +60,7 @@ class StackedRNNCells(Cell):
                     f"cells[{index}] has dtype {cell.dtype.name}, cells[0] {first.dtype.name}; every cell of a stack "
                     "must have the same dtype"
                 )
-        # Cell.__init__ is not called: the settings live in the cells.
-        self.cells = cells
+        self.cells: list[Cell | StackedRNNCells] = cells
         self._state_counts = [len(cell.flat_state_sizes) for cell in cells]  # per step, so computed once
         self.keras_version = first.keras_version
         self.dtype = first.dtype
@@ -64,11 +69,11 @@ class StackedRNNCells(Cell):
         self.training_only_args: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ description
-    def _describe(self) -> str:
-        return f"StackedRNNCells([{', '.join(cell._describe() for cell in self.cells)}])"
+    def describe(self) -> str:
+        return f"StackedRNNCells([{', '.join(cell.describe() for cell in self.cells)}])"
 
     def __repr__(self) -> str:
-        return self._describe()
+        return self.describe()
 
     @property
     def built(self) -> bool:
@@ -104,7 +109,7 @@ class StackedRNNCells(Cell):
         return [f"cell {index} {name}" for index, cell in enumerate(self.cells) for name in cell.flat_state_names]
 
     @property
-    def output_state_index(self) -> int:  # type: ignore[override]
+    def output_state_index(self) -> int:
         # Keras's JAX loop repeats the first state of the last cell at a masked step.
         return len(self.flat_state_sizes) - len(self.cells[-1].flat_state_sizes) + self.cells[-1].output_state_index
 
@@ -124,7 +129,7 @@ class StackedRNNCells(Cell):
             if len(entries) != len(cell.flat_state_sizes):
                 raise ValueError(
                     f"{argument}[{index}] must hold {len(cell.flat_state_sizes)} array(s) {cell.flat_state_names} "
-                    f"for {cell._describe()}; got {len(entries)}"
+                    f"for {cell.describe()}; got {len(entries)}"
                 )
             flat.extend(entries)
             structure.append(entry_structure)
@@ -172,7 +177,7 @@ class StackedRNNCells(Cell):
         counts = [cell.weight_count for cell in self.cells]
         if len(weights) != sum(counts):
             raise ValueError(
-                f"{self._describe()} expects {sum(counts)} weights ({' + '.join(map(str, counts))} per cell); got {len(weights)}"
+                f"{self.describe()} expects {sum(counts)} weights ({' + '.join(map(str, counts))} per cell); got {len(weights)}"
             )
         offset = 0
         for index, (cell, count) in enumerate(zip(self.cells, counts)):
@@ -191,24 +196,42 @@ class StackedRNNCells(Cell):
     def get_weights(self) -> list[np.ndarray]:
         return [w for cell in self.cells for w in cell.get_weights()]
 
-    def _require_built(self) -> None:
+    def require_built(self) -> None:
         for cell in self.cells:
-            cell._require_built()
+            cell.require_built()
 
     # ------------------------------------------------------------------ one step
     def input_projection(self, inputs: np.ndarray) -> np.ndarray:
         return self.cells[0].input_projection(inputs)
 
-    def recurrent_step(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    def recurrent_step(
+        self, x_proj: np.ndarray, states: list[np.ndarray], record: StepRecord | None = None
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Every cell's step in order; ``record`` (a record per cell, and slots for the input
+        of each cell after the first) is filled cell by cell."""
         new_states: list[np.ndarray] = []
         output = x_proj
         offset = 0
         for index, (cell, count) in enumerate(zip(self.cells, self._state_counts)):
-            projected = x_proj if index == 0 else cell.input_projection(output)
-            output, cell_states = cell.recurrent_step(projected, states[offset : offset + count])
+            cell_record = None if record is None else record.cells[index]
+            if index == 0:
+                projected = x_proj
+            else:
+                if record is not None:
+                    record.cell_inputs[index - 1][...] = output
+                projected = cell.input_projection(output)
+            cell_states = states[offset : offset + count]
+            if cell_record is None:
+                output, cell_states = cell.recurrent_step(projected, cell_states)
+            else:
+                output, cell_states = cell.recurrent_step(projected, cell_states, cell_record)
             new_states.extend(cell_states)
             offset += count
         return output, new_states
+
+    def __call__(self, inputs: ArrayLike, states: Any) -> tuple[np.ndarray, Any]:
+        """One timestep of the stack: ``(x_t, per-cell states) -> (y_t, new per-cell states)``."""
+        return call_one_step(self, inputs, states)
 
     def get_config(self) -> dict[str, Any]:
         return {"cells": [{"class_name": type(cell).__name__, "config": cell.get_config()} for cell in self.cells]}

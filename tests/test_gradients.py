@@ -248,8 +248,8 @@ def test_recording_forward_pass_computes_the_twins_bits(
         expected = layer(x, initial_state=init, mask=mask)
         run = backprop._prepare(layer, x, init, mask, None)
         backprop._forward(run, keep_output=True)
-        np.testing.assert_array_equal(run.output, expected[0])
-        for state, expected_state in zip(run.final_states, expected[1:]):
+        np.testing.assert_array_equal(run.call.output, expected[0])
+        for state, expected_state in zip(run.call.final_states, expected[1:]):
             np.testing.assert_array_equal(state, expected_state)
 
 
@@ -261,8 +261,8 @@ def test_recording_forward_pass_of_a_stack_computes_the_twins_bits() -> None:
     expected = layer(x, mask=mask)
     run = backprop._prepare(layer, x, None, mask, None)
     backprop._forward(run, keep_output=True)
-    np.testing.assert_array_equal(run.output, expected[0])
-    for state, expected_state in zip(run.final_states, flatten_nested(expected[1:])):
+    np.testing.assert_array_equal(run.call.output, expected[0])
+    for state, expected_state in zip(run.call.final_states, flatten_nested(expected[1:])):
         np.testing.assert_array_equal(state, expected_state)
 
 

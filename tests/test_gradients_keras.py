@@ -22,7 +22,7 @@ from conftest import FLAVOR_MAJOR, flavor_params, keras_handle
 from gradient_cases import RETURNS, VARIANTS, compare_gradients, default_cases, run_gradient_case, slow_cases
 
 import rnnparity
-from rnnparity import activation_grads, activations, backprop
+from rnnparity import activation_grads, activations, tapes
 from rnnparity.compare import compare
 from rnnparity.suite import keras_adapter
 from rnnparity.suite.matrix import random_mask, random_states, random_weights
@@ -372,18 +372,18 @@ def test_gradient_parity_catches_deliberate_errors(flavor: str, monkeypatch: pyt
     assert fails(rnnparity.gradients(backwards, x, output_grads, mask=mask))
 
     with monkeypatch.context() as patch:  # weight gradients left in step order (i, f, o, c)
-        patch.setattr(backprop._CellTape, "_keras_layout", lambda self, gates: np.concatenate(list(gates), axis=-1))
+        patch.setattr(tapes.CellTape, "_keras_layout", lambda self, gates: np.concatenate(list(gates), axis=-1))
         assert fails(rnnparity.gradients(twin, x, output_grads, mask=mask))
 
-    original = backprop._LSTMTape.backward
+    original = tapes.LSTMTape.backward
 
-    def swapped_if(self: Any, t: int, record: Any, d_output: Any, d_states: Any) -> Any:
+    def swapped_if(self: Any, t: int, d_output: Any, d_states: Any) -> Any:
         pre = self.pre[:, t]
         pre[[0, 1]] = pre[[1, 0]]  # differentiate as if i and f were swapped
-        return original(self, t, record, d_output, d_states)
+        return original(self, t, d_output, d_states)
 
     with monkeypatch.context() as patch:
-        patch.setattr(backprop._LSTMTape, "backward", swapped_if)
+        patch.setattr(tapes.LSTMTape, "backward", swapped_if)
         assert fails(rnnparity.gradients(twin, x, output_grads, mask=mask))
 
 
