@@ -228,9 +228,13 @@ def scan_config(config: Any, known: set[str], where: str = "model") -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (Keras's messages run to pages)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The reason line of an exception's message (Keras's messages run to pages). Keras 3
+    opens with "Exception encountered when calling X.call()." and gives the reason on a
+    later line: that headline is skipped."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Exception encountered when calling"):
+        return lines[1]
+    return lines[0] if lines else type(exc).__name__
 
 
 def load_model(model_file: ModelFile) -> tuple[Any, Any]:
@@ -346,6 +350,13 @@ def read_inputs(path: str, model: Any) -> list[np.ndarray]:
         raise ModelFileError(
             f"--inputs {path} holds {len(arrays)} array(s); the model has {len(specs)} input(s) {[s.name for s in specs]}"
         )
+    for spec, array in zip(specs, arrays):
+        fits = len(array.shape) == len(spec.shape) and all(d is None or d == a for d, a in zip(spec.shape, array.shape))
+        if not fits:
+            raise ModelFileError(
+                f"--inputs {path}: input {spec.name!r} has shape {tuple(array.shape)}; the model expects "
+                f"{tuple(spec.shape)} (None: any size), rank {len(spec.shape)}"
+            )
     return arrays
 
 
@@ -359,6 +370,8 @@ class LayerResult:
     max_abs: float | None = None
     max_rel: float | None = None
     tolerance_used: float | None = None
+    rtol: float | None = None  # the tolerance the twin was held to: |twin - keras| <= atol + rtol * |keras|
+    atol: float | None = None
     detail: str = ""
     calls: int = 0
     file_weights: str = ""  # HDF5 files: whether the weights read without Keras equal Keras's ("identical")
@@ -450,7 +463,7 @@ def _arguments(original: Any, args: tuple, kwargs: dict[str, Any]) -> dict[str, 
 
 def run_model(handle: Any, model: Any, inputs: list[np.ndarray]) -> tuple[list[LayerResult], list[_Capture], int]:
     """Call ``model`` once with every recurrent layer recording its calls; compare twins."""
-    from rnnparity.compare import compare
+    from rnnparity.compare import compare, tolerances
     from rnnparity.suite import keras_adapter
     from rnnparity.suite.known_differences import tolerance_for
 
@@ -512,6 +525,7 @@ def run_model(handle: Any, model: Any, inputs: list[np.ndarray]) -> tuple[list[L
             ordered.append(capture)
             dtype = capture.twin.dtype.name
             rtol, atol = tolerance_for(dtype, handle.backend)
+            row.rtol, row.atol = tolerances(dtype, rtol, atol)
             actual = capture.twin(capture.inputs, initial_state=capture.initial_state, mask=capture.mask)
             comparison = compare(capture.keras_result, actual, rtol=rtol, atol=atol, context=f"{layer.name} call {number}")
             worst_abs = max(worst_abs, comparison.max_abs)
@@ -570,8 +584,11 @@ def explained_cells(model: Any) -> list[tuple[str, str, tuple[str, int, int, boo
             cell = recurrent_layer.cell
             cells = list(enumerate(cell.cells)) if isinstance(cell, StackedRNNCells) else [(None, cell)]
             for index, one in cells:
+                cell_class = type(one).__name__.removesuffix("Cell")
                 words = [type(layer).__name__, direction, "" if index is None else f"cell {index}"]
-                part = " ".join(w for w in [*words, type(one).__name__.removesuffix("Cell")] if w)
+                if cell_class != type(layer).__name__:  # "LSTM", not "LSTM LSTM"
+                    words.append(cell_class)
+                part = " ".join(w for w in words if w)
                 settings = (str(one.kind), int(one.units), int(one.input_dim or 0), bool(getattr(one, "reset_after", True)))
                 found.append((str(layer.name), part, (*settings, bool(one.use_bias))))
     return found
@@ -635,9 +652,12 @@ def verify(
         seed=None if inputs_path else seed,
     )
     if export_dir is not None:
-        from rnnparity.files.export import export_vectors
+        from rnnparity.files.export import export_model_io, export_vectors
+        from rnnparity.suite.keras_adapter import nested_to_numpy
 
-        report.exports = export_vectors(export_dir, captures, report)
+        outputs = nested_to_numpy(model(inputs if len(inputs) > 1 else inputs[0], training=False))
+        model_io = export_model_io(export_dir, [spec.name for spec in input_specs(model)], inputs, outputs)
+        report.exports = export_vectors(export_dir, captures, report, model_io)
     return report
 
 
@@ -777,7 +797,7 @@ def verify_weights(
 def _verify_one(
     handle: Any, file: Any, plan: Any, rng: np.random.Generator, batch_size: int, timesteps: int
 ) -> tuple[LayerResult, list[_Capture], tuple[int, ...]]:
-    from rnnparity.compare import compare
+    from rnnparity.compare import compare, tolerances
     from rnnparity.suite import keras_adapter
     from rnnparity.suite.known_differences import tolerance_for
 
@@ -804,6 +824,7 @@ def _verify_one(
     lengths[0] = timesteps
     mask = np.arange(timesteps)[None, :] < lengths[:, None]
     rtol, atol = tolerance_for(dtype.name, handle.backend)
+    row.rtol, row.atol = tolerances(dtype.name, rtol, atol)
     captures = []
     worst_abs = worst_rel = worst_used = 0.0
     for number, call_mask in enumerate((None, mask)):
@@ -833,27 +854,3 @@ def _stored_type(stored: Any) -> str:
         return str(name)
     plain = f"{stored.inner_class} as {KERAS_CLASS_NAME[stored.cells[0].kind]}"
     return f"Bidirectional({plain})" if stored.class_name == "Bidirectional" else plain
-
-
-def format_table(report: VerifyReport) -> str:
-    """The per-layer table the CLI prints (with a ``file weights`` column for HDF5 files)."""
-    with_file = any(row.file_weights for row in report.layers)
-    header = ("layer", "type", "config", "max abs err", "max rel err", *(("file weights",) if with_file else ()), "status")
-    rows = [header]
-    for row in report.layers:
-        rows.append(
-            (
-                row.name,
-                row.type,
-                row.summary,
-                "-" if row.max_abs is None else f"{row.max_abs:.3g}",
-                "-" if row.max_rel is None else f"{row.max_rel:.3g}",
-                *((row.file_weights.split(" (")[0] or "-",) if with_file else ()),
-                row.status + (f" ({row.detail})" if row.status == "skipped" and row.detail else ""),
-            )
-        )
-    columns = len(header) - 1
-    widths = [max(len(str(r[i])) for r in rows) for i in range(columns)] + [0]  # the status column is last, unpadded
-    lines = ["  ".join(str(value).ljust(width) for value, width in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths[:columns]) + "  ------")
-    return "\n".join(lines)
