@@ -93,6 +93,7 @@ TENSORFLOW_NOISE = (
     "Could not find cuda drivers",
     "cpu_feature_guard.cc",
     "This TensorFlow binary is optimized",
+    "To enable the following instructions:",
     "Unable to register cuDNN factory",
     "Unable to register cuFFT factory",
     "Unable to register cuBLAS factory",
