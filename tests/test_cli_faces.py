@@ -265,6 +265,19 @@ def test_export_folder_rules_and_index(saved_model: Path, tmp_path: Path, capsys
         assert_parity(np.asarray(model(inputs, training=False)), saved["outputs.0"])
 
 
+def test_a_keras_error_keeps_its_reason() -> None:
+    from rnnparity.files import verify
+
+    keras_style = ValueError(
+        "Exception encountered when calling Functional.call().\n\n"
+        "Input 0 of layer 'lstm' is incompatible with the layer: expected ndim=3, found ndim=2.\n\n"
+        "Arguments received by Functional.call():\n  * inputs=tf.Tensor(shape=(2, 8), dtype=float32)"
+    )
+    reason = "Input 0 of layer 'lstm' is incompatible with the layer: expected ndim=3, found ndim=2."
+    assert verify._first_line(keras_style) == reason
+    assert verify._first_line(ValueError("one line\nmore")) == "one line"
+
+
 # --------------------------------------------------------------------------- TensorFlow's start-up noise
 def test_noise_filter_keeps_other_lines() -> None:
     assert is_tensorflow_noise("I0000 00:00:1.0  7658 port.cc:153] oneDNN custom operations are on. You may see")

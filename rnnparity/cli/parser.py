@@ -11,7 +11,7 @@ from typing import NoReturn
 
 import rnnparity
 from rnnparity.cli import bench, check, diff, explain, export, verify
-from rnnparity.cli.common import EXIT_ERROR, CommandError
+from rnnparity.cli.common import EXIT_ERROR, CommandError, exit_codes
 
 SUBCOMMANDS: dict[str, ModuleType] = {
     "check": check,
@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="rnnparity",
         description="Prove that the NumPy twins compute what the installed Keras computes, and that a saved "
-        "or converted model computes what Keras computes.",
+        "or converted model computes what Keras computes. `rnnparity COMMAND --help` describes each command.",
+        epilog=exit_codes("the check passed", "it found a difference (a mismatch, drift)"),
     )
     parser.add_argument("--version", action="version", version=f"rnnparity {rnnparity.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
