@@ -21,7 +21,10 @@ from rnnparity.cli.diff import CASE_ID_LEGEND, legend, unexplained_parts
 from rnnparity.cli.parser import SUBCOMMANDS
 from rnnparity.suite import matrix, report
 
-ONE_CASE = next(c.case_id for c in matrix.default_cases(3) if c.kind == "simple_rnn" and c.dtype == "float32")
+# masked: Keras's masked step makes oneDNN log a DT_BOOL note mid-run, after the start-up lines
+ONE_CASE = next(
+    c.case_id for c in matrix.default_cases(3) if c.kind == "simple_rnn" and c.dtype == "float32" and c.mask != "none"
+)
 needs_keras3 = pytest.mark.skipif(not flavor_available("keras3"), reason="keras 3 is not installed")
 
 

@@ -109,13 +109,15 @@ def is_tensorflow_noise(line: str) -> bool:
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow (and probe its devices) with its C++ start-up log lines dropped.
 
-    ``TF_CPP_MIN_LOG_LEVEL=2`` (unless the user set it) quiets TensorFlow's own INFO and
-    WARNING lines; the lines absl writes before that setting is read go to file descriptor 2
-    while TensorFlow starts, so that descriptor is pointed at a temporary file meanwhile and
-    every line that is not known start-up noise is written back to stderr. Python exceptions
-    (Keras's real errors) are untouched. Without TensorFlow this does nothing: the caller's
-    own import reports it."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    ``TF_CPP_MIN_LOG_LEVEL=3`` (unless the user set it; ``0`` shows everything) quiets
+    TensorFlow's native log, including E-level notes such as oneDNN's "supports DT_BOOL only
+    on platforms with AVX-512" that a masked layer triggers mid-run; TensorFlow's real errors
+    reach Python as exceptions and are reported as before. The lines absl writes before that
+    setting is read go to file descriptor 2 while TensorFlow starts, so that descriptor is
+    pointed at a temporary file meanwhile and every line that is not known start-up noise is
+    written back to stderr. Without TensorFlow this does nothing: the caller's own import
+    reports it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" in sys.modules:
         return
     import importlib.util
