@@ -209,7 +209,7 @@ def layer_table(report: Any) -> str:
             "-" if row.max_abs is None else f"{row.max_abs:.3g}",
             "-" if row.max_rel is None else f"{row.max_rel:.3g}",
             "-" if row.rtol is None or row.atol is None else f"{row.rtol:.0e}, {row.atol:.0e}",
-            "-" if row.tolerance_used is None or row.status != "ok" else f"{row.tolerance_used:.0%}",
+            "-" if row.tolerance_used is None or row.status != "ok" else f"{row.tolerance_used * 100:.2g}%",
         ]
         cells += [row.file_weights.split(" (")[0] or "-"] if with_file else []
         cells.append(row.status + (f" ({row.detail})" if row.status == "skipped" and row.detail else ""))

@@ -90,6 +90,13 @@ def gate_orders(twin: Any) -> dict[str, str]:
     return _cell_gate_orders(twin.cell)
 
 
+def weight_gate_orders(twin: Any) -> dict[str, str]:
+    """Each weight's gate order, by weight name: ``{"kernel": "i, f, c, o", ...}``, or
+    ``{"forward.kernel": ...}`` for a wrapper."""
+    orders = gate_orders(twin)
+    return {name: orders[name.rpartition(".")[0] + "." if "." in name else ""] for name in weight_names(twin)}
+
+
 def _cell_gate_orders(cell: Any) -> dict[str, str]:
     from rnnparity.layout import GATE_ORDER, KERAS_CLASS_NAME
     from rnnparity.stacked import StackedRNNCells
@@ -207,7 +214,7 @@ def export_vectors(
                     *[n for n in arrays if n.startswith("initial_state.")],
                 ],
                 "weights": weight_names(twin),
-                "gate_order": gate_orders(twin),
+                "gate_order": weight_gate_orders(twin),
                 "results": names,
                 "twin_status": None if row is None else row.status,
                 "twin_max_abs_err": None if row is None else row.max_abs,
