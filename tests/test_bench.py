@@ -11,7 +11,7 @@ from conftest import flavor_params
 
 import rnnparity
 from rnnparity import rnn
-from rnnparity.cli.commands import main
+from rnnparity.cli import main
 from rnnparity.suite import bench
 from rnnparity.suite.matrix import random_weights
 

@@ -6,7 +6,7 @@ import pytest
 from conftest import flavor_params
 
 from rnnparity import activations
-from rnnparity.cli.commands import main
+from rnnparity.cli import main
 
 
 @pytest.mark.parametrize("flavor", flavor_params("keras3", [("keras3",)]))

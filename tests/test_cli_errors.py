@@ -15,7 +15,7 @@ from conftest import FLAVOR_MAJOR, flavor_params, keras_handle
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rnnparity.cli import commands as cli
+from rnnparity import cli
 from rnnparity.suite import report
 
 
@@ -51,7 +51,13 @@ BAD_OPTIONS = [
     (["explain"], "the following arguments are required: KIND|MODEL"),
     (["explain", "lstm", "--units", "abc"], "invalid int value: 'abc'"),
     (["explain", "lstm", "--units", "-3"], "units and input_dim must be positive"),
-    (["explain", "lstmm"], "expected one of ('lstm', 'gru', 'simple_rnn') or a saved model file"),
+    (["explain", "lstmm"], "expected one of lstm, gru, simple_rnn (or the Keras class names LSTM, GRU, SimpleRNN)"),
+    (["explain", "lstm", "--reset-after", "false"], "--reset-after applies to GRU only; got lstm"),
+    (["explain", "SimpleRNN", "--reset-after", "true"], "--reset-after applies to GRU only; got SimpleRNN"),
+    (["explain", "model.keras", "--units", "5"], "--units describe a layer kind; model.keras is a file"),
+    (["verify", "model.keras", "--force"], "--force replaces an earlier --export; there is no --export"),
+    (["verify", "model.keras", "--keras", "keras4"], "invalid choice: 'keras4'"),
+    (["bench", "--contenders", "twin", "--kinds", "LSTM,Conv"], "--kinds takes a comma-separated subset of"),
     (["explain", "gru", "--format", "yaml"], "invalid choice: 'yaml'"),
     (["verify"], "the following arguments are required: MODEL"),
     (["verify", "model.keras", "--timesteps", "0"], "--timesteps must be a positive integer"),

@@ -18,7 +18,7 @@ from conftest import flavor_available, keras_handle
 
 import rnnparity
 from rnnparity import assert_parity
-from rnnparity.cli import commands as cli
+from rnnparity import cli
 from rnnparity.files import drift as drift_module
 
 BOTH = pytest.mark.skipif(

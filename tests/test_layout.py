@@ -105,7 +105,7 @@ def test_docs_page_is_generated_from_the_layout_data() -> None:
 
 @pytest.mark.parametrize("fmt", ["text", "markdown", "json"])
 def test_explain_command(fmt: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from rnnparity.cli.commands import main
+    from rnnparity.cli import main
 
     assert main(["explain", "gru", "--units", "5", "--input-dim", "2", "--reset-after", "false", "--format", fmt]) == 0
     out = capsys.readouterr().out
@@ -148,7 +148,7 @@ def test_plot_draws_each_gate_block_where_the_layout_puts_it(
 
 def test_explain_plot_from_the_command_line(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("matplotlib", reason="--plot needs the [plot] extra (CI installs it)")
-    from rnnparity.cli import commands as cli
+    from rnnparity import cli
 
     path = tmp_path / "gru.svg"
     assert cli.main(["explain", "gru", "--units", "3", "--plot", str(path)]) == 0

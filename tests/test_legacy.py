@@ -20,7 +20,7 @@ pytest.importorskip("h5py")
 import legacy_files as lf
 
 import rnnparity
-from rnnparity.cli import commands as cli
+from rnnparity import cli
 from rnnparity.files import legacy
 from rnnparity.layout import GATE_ORDER, from_cudnn, gate_slice
 
@@ -322,7 +322,7 @@ def test_explain_lists_every_recurrent_layer_without_importing_keras(tmp_path: P
     path, _ = _keras22_cudnn_model(tmp_path / "model.h5")
     code = (
         "import sys, json\n"
-        "from rnnparity.cli.commands import main\n"
+        "from rnnparity.cli import main\n"
         f"assert main(['explain', {str(path)!r}, '--format', 'json']) == 0\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'tf_keras') if m in sys.modules]\n"
         "assert not heavy, heavy\n"

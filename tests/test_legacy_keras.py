@@ -20,8 +20,7 @@ pytest.importorskip("h5py")
 
 import legacy_files as lf
 
-from rnnparity import assert_parity, layout
-from rnnparity.cli import commands as cli
+from rnnparity import assert_parity, cli, layout
 from rnnparity.files import legacy, stored
 from rnnparity.suite.keras_adapter import KerasHandle, call_layer
 

@@ -9,7 +9,7 @@ import pathlib
 import pytest
 from conftest import FLAVOR_MAJOR, flavor_available, keras_handle
 
-from rnnparity.cli.commands import main
+from rnnparity.cli import main
 from rnnparity.suite import matrix, parity, report
 
 both_flavors = pytest.mark.skipif(

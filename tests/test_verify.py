@@ -14,8 +14,7 @@ import pytest
 from conftest import FLAVOR_MAJOR, flavor_params, keras_handle
 
 import rnnparity
-from rnnparity import assert_parity
-from rnnparity.cli import commands as cli
+from rnnparity import assert_parity, cli
 from rnnparity.suite.keras_adapter import KerasHandle
 
 

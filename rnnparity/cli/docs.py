@@ -7,7 +7,7 @@ committed page differs from what this module writes, or a picture it names is mi
 
 from __future__ import annotations
 
-from rnnparity.cli.commands import render_explain
+from rnnparity.cli.layout_text import render_explain
 from rnnparity.layout import GATE_ORDER, TORCH_GATE_ORDER, TORCH_MODULE, explain_layout
 
 INTRO = """# Where Keras keeps each gate's weights

@@ -124,22 +124,21 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
 
 
 def _writable_file_problem(path: str) -> str | None:
-    from rnnparity.cli.commands import writable_file_problem
+    from rnnparity.cli.common import writable_file_problem
 
     return writable_file_problem(path)
 
 
 def _parse_overrides(items: list[str] | None) -> dict[str | None, dict[str, object]]:
-    from rnnparity.cli.commands import parse_overrides
+    from rnnparity.cli.verify import parse_overrides
 
     return parse_overrides(items)
 
 
 def _table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    from rnnparity.cli.table import render
+
+    return render(rows[0], rows[1:])
 
 
 def _number(value: float | None) -> str:

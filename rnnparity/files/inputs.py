@@ -98,4 +98,11 @@ def read_inputs(path: str, model: Any) -> list[np.ndarray]:
         raise ModelFileError(
             f"--inputs {path} holds {len(arrays)} array(s); the model has {len(specs)} input(s) {[s.name for s in specs]}"
         )
+    for spec, array in zip(specs, arrays):
+        fits = len(array.shape) == len(spec.shape) and all(d is None or d == a for d, a in zip(spec.shape, array.shape))
+        if not fits:
+            raise ModelFileError(
+                f"--inputs {path}: input {spec.name!r} has shape {tuple(array.shape)}; the model expects "
+                f"{tuple(spec.shape)} (None: any size), rank {len(spec.shape)}"
+            )
     return arrays

@@ -190,9 +190,13 @@ def scan_config(config: Any, known: set[str], where: str = "model") -> None:
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (Keras's messages run to pages)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The reason line of an exception's message (Keras's messages run to pages). Keras 3
+    opens with "Exception encountered when calling X.call()." and gives the reason on a
+    later line: that headline is skipped."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Exception encountered when calling"):
+        return lines[1]
+    return lines[0] if lines else type(exc).__name__
 
 
 def load_model(model_file: ModelFile) -> tuple[Any, Any]:

@@ -21,6 +21,8 @@ class LayerResult:
     max_abs: float | None = None
     max_rel: float | None = None
     tolerance_used: float | None = None
+    rtol: float | None = None  # the tolerance the twin was held to: |twin - keras| <= atol + rtol * |keras|
+    atol: float | None = None
     detail: str = ""
     calls: int = 0
     file_weights: str = ""  # HDF5 files: whether the weights read without Keras equal Keras's ("identical")

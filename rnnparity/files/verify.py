@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from rnnparity.bidirectional import Bidirectional
-from rnnparity.compare import compare
+from rnnparity.compare import compare, tolerances
 from rnnparity.files.inputs import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_OTHER_SIZE,
@@ -75,7 +75,6 @@ __all__ = [
     "VerifyReport",
     "check_file_weights",
     "explained_cells",
-    "format_table",
     "input_specs",
     "is_recurrent",
     "is_weights_only",
@@ -209,6 +208,7 @@ def run_model(handle: Any, model: Any, inputs: list[np.ndarray]) -> tuple[list[L
             ordered.append(capture)
             dtype = capture.twin.dtype.name
             rtol, atol = tolerance_for(dtype, handle.backend)
+            row.rtol, row.atol = tolerances(dtype, rtol, atol)
             actual = capture.twin(capture.inputs, initial_state=capture.initial_state, mask=capture.mask)
             comparison = compare(capture.keras_result, actual, rtol=rtol, atol=atol, context=f"{layer.name} call {number}")
             worst_abs = max(worst_abs, comparison.max_abs)
@@ -263,7 +263,10 @@ def explained_cells(model: Any) -> list[tuple[str, str, tuple[str, int, int, boo
             cells = list(enumerate(cell.cells)) if isinstance(cell, StackedRNNCells) else [(None, cell)]
             for index, one in cells:
                 words = [type(layer).__name__, direction, "" if index is None else f"cell {index}"]
-                part = " ".join(w for w in [*words, type(one).__name__.removesuffix("Cell")] if w)
+                cell_class = type(one).__name__.removesuffix("Cell")
+                if cell_class != type(layer).__name__:  # "LSTM", not "LSTM LSTM"
+                    words.append(cell_class)
+                part = " ".join(w for w in words if w)
                 settings = (str(one.kind), int(one.units), int(one.input_dim or 0), bool(getattr(one, "reset_after", True)))
                 found.append((str(layer.name), part, (*settings, bool(one.use_bias))))
     return found
@@ -330,31 +333,10 @@ def verify(
         drift_hint=drift_hint(captures, handle, str(path)),
     )
     if export_dir is not None:
-        from rnnparity.files.export import export_vectors
+        from rnnparity.files.export import export_model_io, export_vectors
+        from rnnparity.suite.keras_adapter import nested_to_numpy
 
-        report.exports = export_vectors(export_dir, captures, report)
+        outputs = nested_to_numpy(model(inputs if len(inputs) > 1 else inputs[0], training=False))
+        model_io = export_model_io(export_dir, [spec.name for spec in input_specs(model)], inputs, outputs)
+        report.exports = export_vectors(export_dir, captures, report, model_io)
     return report
-
-
-def format_table(report: VerifyReport) -> str:
-    """The per-layer table the CLI prints (with a ``file weights`` column for HDF5 files)."""
-    with_file = any(row.file_weights for row in report.layers)
-    header = ("layer", "type", "config", "max abs err", "max rel err", *(("file weights",) if with_file else ()), "status")
-    rows = [header]
-    for row in report.layers:
-        rows.append(
-            (
-                row.name,
-                row.type,
-                row.summary,
-                "-" if row.max_abs is None else f"{row.max_abs:.3g}",
-                "-" if row.max_rel is None else f"{row.max_rel:.3g}",
-                *((row.file_weights.split(" (")[0] or "-",) if with_file else ()),
-                row.status + (f" ({row.detail})" if row.status == "skipped" and row.detail else ""),
-            )
-        )
-    columns = len(header) - 1
-    widths = [max(len(str(r[i])) for r in rows) for i in range(columns)] + [0]  # the status column is last, unpadded
-    lines = ["  ".join(str(value).ljust(width) for value, width in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths[:columns]) + "  ------")
-    return "\n".join(lines)

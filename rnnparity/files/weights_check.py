@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnparity.compare import compare
+from rnnparity.compare import compare, tolerances
 from rnnparity.files.hdf5 import read_weights_file
 from rnnparity.files.inputs import DEFAULT_BATCH_SIZE, DEFAULT_SEED, DEFAULT_TIMESTEPS
 from rnnparity.files.model_file import ModelFileError, first_line, layers_of
@@ -202,6 +202,7 @@ def _verify_one(
     lengths[0] = timesteps
     mask = np.arange(timesteps)[None, :] < lengths[:, None]
     rtol, atol = tolerance_for(dtype.name, handle.backend)
+    row.rtol, row.atol = tolerances(dtype.name, rtol, atol)
     captures = []
     worst_abs = worst_rel = worst_used = 0.0
     for number, call_mask in enumerate((None, mask)):

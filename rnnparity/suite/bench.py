@@ -25,8 +25,6 @@ machine, and read the ratios, which interleaving keeps honest, before the absolu
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import statistics
@@ -34,12 +32,11 @@ import time
 import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
 import rnnparity
-from rnnparity.layout import KERAS_CLASS_NAME
 from rnnparity.suite.matrix import random_weights
 from rnnparity.twin_classes import TWIN_CLASSES
 
@@ -338,157 +335,3 @@ def target_lines(results: list[Result], decodes: list[DecodeResult]) -> list[str
         status = "met" if d.seconds < 1.0 else "MISSED"
         lines.append(f"{status:6} decode: {d.steps:,} {d.kind} cell steps (batch 1, {d.dtype}) in {d.seconds:.3f} s (< 1 s)")
     return lines
-
-
-def format_table(results: list[Result], markdown: bool = False) -> str:
-    columns = [c for c in CONTENDERS if any(c in r.median_ms for r in results)]
-    ratio_columns = [c for c in ("gemm_floor", "tf_function", "xla") if c in columns and "twin" in columns]
-    header = ["layer", "shape", "dtype", *[f"{c} ms" for c in columns], *[f"twin/{c}" for c in ratio_columns]]
-    header += ["max abs err", "parity", "twin peak MiB"]
-    rows = [header]
-    for r in results:
-        row = [KERAS_CLASS_NAME[r.kind], f"{r.shape} ({Shape(**r.dims).describe()})", r.dtype]
-        row += [f"{r.median_ms[c]:.2f}" if c in r.median_ms else "-" for c in columns]
-        row += [f"{r.ratios[f'twin/{c}']:.2f}x" if f"twin/{c}" in r.ratios else "-" for c in ratio_columns]
-        parity = {None: "-", True: "ok", False: "MISMATCH" if r.decidable else "f32 rounding"}[r.parity]
-        row += ["-" if r.max_abs_error is None else f"{r.max_abs_error:.1e}", parity, f"{r.twin_peak_mib:.1f}"]
-        rows.append(row)
-    return _render(rows, markdown)
-
-
-def format_phases(results: list[Result], markdown: bool = False) -> str:
-    """Where each twin call's time goes, beside the GEMM floor when it was timed."""
-    floor = any("gemm_floor" in r.median_ms for r in results)
-    header = ["layer", "shape", "dtype", "input projection ms", "recurrent steps ms", "rest ms"]
-    header += ["gemm_floor ms"] if floor else []
-    rows = [header]
-    for r in results:
-        if not r.twin_phases_ms:
-            continue
-        row = [KERAS_CLASS_NAME[r.kind], f"{r.shape} ({Shape(**r.dims).describe()})", r.dtype]
-        row += [f"{r.twin_phases_ms[phase]:.2f}" for phase in ("projection", "steps", "rest")]
-        row += [f"{r.median_ms['gemm_floor']:.2f}" if "gemm_floor" in r.median_ms else "-"] if floor else []
-        rows.append(row)
-    return _render(rows, markdown) if len(rows) > 1 else ""
-
-
-def _render(rows: list[list[str]], markdown: bool) -> str:
-    """A table: the first three columns left-aligned, the numbers right-aligned."""
-    if markdown:
-        lines = ["| " + " | ".join(row) + " |" for row in rows]
-        lines.insert(1, "|" + "|".join("---" if i < 3 else "---:" for i in range(len(rows[0]))) + "|")
-        return "\n".join(lines)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _csv(value: str, allowed: Sequence[str], option: str) -> list[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [v for v in items if v not in allowed]
-    if unknown or not items:
-        raise argparse.ArgumentTypeError(f"{option} takes a comma-separated subset of {','.join(allowed)}; got {value!r}")
-    return items
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated subset of {','.join(KINDS)} (default: all)")
-    parser.add_argument(
-        "--shapes",
-        default=",".join(SHAPES),
-        help="comma-separated subset of " + ", ".join(f"{k} ({v.describe()})" for k, v in SHAPES.items()),
-    )
-    parser.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated subset of float32,float64 (default: both)")
-    parser.add_argument(
-        "--contenders", default=",".join(CONTENDERS), help=f"comma-separated subset of {','.join(CONTENDERS)} (default: all)"
-    )
-    parser.add_argument(
-        "--repeats", type=int, default=10, metavar="N", help="timed calls per contender, median reported (default 10)"
-    )
-    parser.add_argument(
-        "--keras", choices=["auto", "keras3", "tf-keras"], default="auto", help="which Keras to time (default auto)"
-    )
-    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for a README or a PR)")
-    parser.add_argument("--no-decode", action="store_true", help=f"skip the {DECODE_STEPS:,}-step decoding loop")
-    parser.add_argument(
-        "--json", dest="json_path", metavar="PATH", default=None, help="also write the results as JSON ('-' for stdout)"
-    )
-
-
-def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    try:
-        kinds = _csv(args.kinds, KINDS, "--kinds")
-        shapes = _csv(args.shapes, tuple(SHAPES), "--shapes")
-        dtypes = _csv(args.dtypes, DTYPES, "--dtypes")
-        contenders = _csv(args.contenders, CONTENDERS, "--contenders")
-    except argparse.ArgumentTypeError as exc:
-        err.write(f"rnnparity bench: {exc}\n")
-        return 2
-    if args.repeats < 1:
-        err.write(f"rnnparity bench: --repeats must be a positive integer; got {args.repeats}\n")
-        return 2
-    if args.json_path and args.json_path != "-":
-        from rnnparity.cli.commands import writable_file_problem
-
-        problem = writable_file_problem(args.json_path)
-        if problem:  # checked before minutes of timing, not after
-            err.write(f"rnnparity bench: cannot write --json {args.json_path}: {problem}\n")
-            return 2
-    handle = None
-    if any(c in KERAS_CONTENDERS for c in contenders):
-        from rnnparity.suite import keras_adapter
-
-        try:
-            handle = keras_adapter.load_keras(args.keras)
-        except ImportError as exc:
-            err.write(
-                f"rnnparity bench: the Keras contenders need TensorFlow and Keras ({exc}); pip install 'rnnparity[tensorflow]' "
-                "or pass --contenders twin,gemm_floor\n"
-            )
-            return 2
-        if handle.backend != "tensorflow":
-            err.write(
-                f"rnnparity bench: the Keras contenders time TensorFlow (tf.function, XLA); {handle.describe()} runs on "
-                f"{handle.backend} (set KERAS_BACKEND=tensorflow, or pass --contenders twin,gemm_floor)\n"
-            )
-            return 2
-    text = args.json_path != "-"
-    report = out if text else err
-    env = environment(handle)  # before timing, so the load average is other work's, not ours
-    report.write(f"rnnparity bench: {', '.join(f'{k}={v}' for k, v in env.items())}\n")
-    report.write(f"median of {args.repeats} interleaved calls each; Keras returns every timestep (return_sequences=True)\n")
-    warning = load_warning(env["load_average_1min"])
-    report.write(f"{warning}\n\n" if warning else "\n")
-    results: list[Result] = []
-    for shape in shapes:
-        for kind in kinds:
-            for dtype in dtypes:
-                result = bench_one(handle, kind, shape, dtype, contenders, args.repeats)
-                results.append(result)
-                report.write(
-                    f"  {kind} {shape} {dtype}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in result.median_ms.items()) + "\n"
-                )
-    decodes = [] if args.no_decode else [bench_decode(kind, dtype, SHAPES["small"]) for kind in kinds for dtype in dtypes]
-    report.write("\n" + format_table(results, markdown=args.markdown) + "\n\n")
-    phases = format_phases(results, markdown=args.markdown)
-    if phases:
-        report.write("where the twin's time goes (separate instrumented calls, medians):\n" + phases + "\n\n")
-    for line in target_lines(results, decodes):
-        report.write(line + "\n")
-    if warning:  # the load seen before timing: the benchmark's own threads raise it later
-        report.write(warning + "\n")
-    if args.json_path:
-        payload = {
-            "environment": env,
-            "results": [asdict(r) for r in results],
-            "decode": [asdict(d) for d in decodes],
-            "targets": target_lines(results, decodes),
-        }
-        if args.json_path == "-":
-            json.dump(payload, out, indent=2)
-            out.write("\n")
-        else:
-            with open(args.json_path, "w", encoding="utf-8") as handle_out:
-                json.dump(payload, handle_out, indent=2)
-    return 1 if any(r.parity is False and r.decidable for r in results) else 0

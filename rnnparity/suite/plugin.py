@@ -6,7 +6,8 @@ Fixtures:
 * ``assert_parity(keras_out, twin_out)`` -> raises with both values and the errors unless
   they match within the per-dtype tolerances (same helper as rnnparity's own suite).
 * ``check_parity(keras_layer, inputs, **call_kwargs)`` -> builds the twin, calls both with
-  the same arguments, asserts parity and returns the comparison.
+  the same arguments, asserts parity and returns the comparison. An unbuilt layer is built
+  on ``inputs``; a whole model has each recurrent layer checked (``rnnparity verify``'s run).
 * ``assert_no_drift(model_path, to="keras3")`` -> fails, naming the recurrent layers and the
   known differences, when the saved model would compute other numbers under that Keras.
 
@@ -34,12 +35,25 @@ def pytest_report_header(config: pytest.Config) -> str:
     )
 
 
+def _is_model(obj: Any) -> bool:
+    """A whole Keras model (Sequential, functional or subclassed), not a single layer."""
+    return hasattr(obj, "layers") and callable(getattr(obj, "predict", None))
+
+
 @pytest.fixture
 def rnnparity_twin() -> Callable[[Any], Any]:
     """Factory: ``rnnparity_twin(keras_layer)`` returns its NumPy twin."""
     from rnnparity import from_keras
 
-    return from_keras
+    def twin(layer: Any) -> Any:
+        if _is_model(layer):
+            raise TypeError(
+                f"rnnparity_twin takes one recurrent layer; got the whole model {getattr(layer, 'name', layer)!r}. "
+                "check_parity(model, inputs) checks every recurrent layer of a model (as `rnnparity verify` does)"
+            )
+        return from_keras(layer)
+
+    return twin
 
 
 @pytest.fixture
@@ -48,17 +62,63 @@ def assert_parity() -> Callable[..., Comparison]:
     return _assert_parity
 
 
+def _check_model(model: Any, inputs: Any, **given: Any) -> Comparison:
+    """Every recurrent layer of ``model`` against its twin, on ``inputs`` (one array, or a
+    list with one array per model input), through :func:`rnnparity.files.verify.run_model`."""
+    from rnnparity.files import verify
+    from rnnparity.suite.keras_adapter import keras_major_of, load_keras
+
+    extra = sorted(name for name, value in given.items() if value is not None)
+    if extra:
+        raise TypeError(
+            f"check_parity(model, inputs) takes no {', '.join(extra)}: a model's recurrent layers are checked with what "
+            "the model passes them and the per-dtype tolerances"
+        )
+    handle = load_keras("keras3" if keras_major_of(model) == 3 else "tf-keras")
+    arrays = [np.asarray(x) for x in inputs] if isinstance(inputs, (list, tuple)) else [np.asarray(inputs)]
+    rows, _, _ = verify.run_model(handle, model, arrays)
+    checked = [row for row in rows if row.status in ("ok", "MISMATCH")]
+    lines = [
+        f"{row.name} ({row.type}): {row.status}"
+        + (f", max abs err {row.max_abs:.3g}" if row.max_abs is not None else "")
+        + (f": {row.detail}" if row.detail else "")
+        for row in rows
+    ]
+    message = f"[{getattr(model, 'name', 'model')}] " + "; ".join(lines)
+    if not checked:
+        raise AssertionError(f"{message or 'the model'}: no recurrent layer with a twin was called, nothing was checked")
+    ok = all(row.status == "ok" for row in checked)
+    if not ok:
+        raise AssertionError(message)
+    return Comparison(
+        ok,
+        max(row.max_abs or 0.0 for row in checked),
+        max(row.max_rel or 0.0 for row in checked),
+        message,
+        max(row.tolerance_used or 0.0 for row in checked),
+    )
+
+
 @pytest.fixture
 def check_parity() -> Callable[..., Comparison]:
-    """``check_parity(keras_layer, inputs, initial_state=None, mask=None)``: twin vs Keras."""
+    """``check_parity(keras_layer, inputs, initial_state=None, mask=None)``: twin vs Keras.
+
+    An unbuilt layer is built by calling it on ``inputs`` first. A whole model
+    (``check_parity(model, inputs)``) checks each of its recurrent layers with the inputs the
+    model passes it, as ``rnnparity verify`` does."""
     from rnnparity import from_keras
     from rnnparity.suite.keras_adapter import call_layer, keras_major_of, load_keras
 
     def check(layer: Any, inputs: Any, initial_state: Any = None, mask: Any = None, **tolerances: Any) -> Comparison:
+        if _is_model(layer):
+            return _check_model(layer, inputs, initial_state=initial_state, mask=mask, **tolerances)
         handle = load_keras("keras3" if keras_major_of(layer) == 3 else "tf-keras")
-        twin = from_keras(layer)
         state = None if initial_state is None else [np.asarray(s) for s in initial_state]
-        keras_out = call_layer(handle, layer, np.asarray(inputs), state, None if mask is None else np.asarray(mask))
+        given_mask = None if mask is None else np.asarray(mask)
+        if not getattr(layer, "built", True):
+            layer.build(tuple(np.shape(inputs)))  # its weights, from the inputs' shape (not a call: no state moves)
+        twin = from_keras(layer)
+        keras_out = call_layer(handle, layer, np.asarray(inputs), state, given_mask)
         twin_out = twin(inputs, initial_state=state, mask=mask)
         return _assert_parity(keras_out, twin_out, context=getattr(layer, "name", ""), **tolerances)
 

@@ -167,7 +167,7 @@ def load_report(path: str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ReportError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     if not isinstance(report, dict) or report.get("format") != FORMAT:
-        raise ReportError(f"{path}: not an rnnparity check report (write one with `rnnparity check --json {path}`)")
+        raise ReportError(f"{path}: not an rnnparity check report (reports come from `rnnparity check --json REPORT.json`)")
     if report.get("format_version") != FORMAT_VERSION:
         raise ReportError(
             f"{path}: report format version {report.get('format_version')!r}; this rnnparity reads version {FORMAT_VERSION}"
@@ -231,6 +231,7 @@ class Drift:
 class DiffResult:
     identical: int = 0
     within_tolerance: int = 0
+    changed_within: list[Drift] = field(default_factory=list)  # the within_tolerance configurations, named
     drifted: list[Drift] = field(default_factory=list)
     only_old: list[str] = field(default_factory=list)
     only_new: list[str] = field(default_factory=list)
@@ -276,6 +277,7 @@ def diff_reports(old: dict[str, Any], new: dict[str, Any], rtol: float | None = 
         change, used = _sample_change(a["outputs_sample"], b["outputs_sample"], config.get("dtype", "float32"), rtol, atol)
         if used <= 1.0:
             result.within_tolerance += 1
+            result.changed_within.append(Drift(case_id, config, change, used, explaining))
             continue
         observed.update(explaining)
         result.drifted.append(Drift(case_id, config, change, used, explaining))
