@@ -17,8 +17,7 @@ import pytest
 from conftest import flavor_available, keras_handle
 
 import rnnparity
-from rnnparity import assert_parity
-from rnnparity import cli
+from rnnparity import assert_parity, cli
 from rnnparity.files import drift as drift_module
 
 BOTH = pytest.mark.skipif(
