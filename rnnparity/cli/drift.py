@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 import rnnparity
+from rnnparity.cli.common import exit_codes
 
 EXIT_OK, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
 PROG = "rnnparity drift"
@@ -25,8 +26,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "the model still run by Keras. Reports each recurrent layer's change with the known differences that cause "
         "it, and each model output's change (argmax flips, crossings of 0.5). Where the target Keras is installed and "
         "can load the file, it runs the same inputs and must agree with the prediction. A weights-only file gets the "
-        "per-layer part only. Exit 0: nothing changes beyond the tolerance; 1: drift (or the target Keras disagrees "
-        "with the prediction); 2: the file cannot be loaded or run.",
+        "per-layer part only.",
+        epilog=exit_codes(
+            "nothing changes beyond the tolerance",
+            "drift (or the target Keras disagrees with the prediction)",
+            "the file cannot be loaded or run, or bad options",
+        ),
     )
     parser.add_argument("model", metavar="MODEL", help="a .keras archive, an .h5 model, or a weights-only .h5 / .weights.h5")
     parser.add_argument(
