@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from rnnparity.bidirectional import Bidirectional
+from rnnparity.conv_lstm import ConvLSTM1D, ConvLSTM2D, ConvLSTM3D, ConvLSTMCell
 from rnnparity.gru import GRU, GRUCell
 from rnnparity.layout import KERAS_CLASS_NAME
 from rnnparity.lstm import LSTM, LSTMCell
@@ -27,6 +28,8 @@ FLAVORS = ("keras3", "tf-keras")
 
 _LAYERS: dict[str, type[RecurrentLayer]] = {"LSTM": LSTM, "GRU": GRU, "SimpleRNN": SimpleRNN}
 _CELLS: dict[str, type[Cell]] = {"LSTMCell": LSTMCell, "GRUCell": GRUCell, "SimpleRNNCell": SimpleRNNCell}
+# The convolutional recurrent layers (Keras's ConvLSTMCell is not public; its rank is an attribute).
+_CONV_LAYERS: dict[str, Any] = {"ConvLSTM1D": ConvLSTM1D, "ConvLSTM2D": ConvLSTM2D, "ConvLSTM3D": ConvLSTM3D}
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,15 @@ def keras_major_of(obj: Any) -> int:
     raise TypeError(f"{type(obj).__module__}.{type(obj).__name__} is not a Keras layer from keras or tf_keras")
 
 
-SUPPORTED_CLASSES = (*sorted(_LAYERS), "RNN", "Bidirectional", *sorted(_CELLS), "StackedRNNCells")
+SUPPORTED_CLASSES = (
+    *sorted(_LAYERS),
+    "RNN",
+    "Bidirectional",
+    *sorted(_CELLS),
+    "StackedRNNCells",
+    *sorted(_CONV_LAYERS),
+    "ConvLSTMCell",
+)
 
 
 def from_keras(layer: Any) -> Any:
@@ -151,7 +162,8 @@ def from_keras(layer: Any) -> Any:
 
     Accepts ``LSTM``, ``GRU``, ``SimpleRNN``, ``RNN`` around a supported cell,
     ``Bidirectional`` around any of those, and the cells ``LSTMCell``, ``GRUCell``,
-    ``SimpleRNNCell``, ``StackedRNNCells``, from Keras 3 or Keras 2 (``tf_keras``/
+    ``SimpleRNNCell``, ``StackedRNNCells``; ``ConvLSTM1D/2D/3D`` and their ``ConvLSTMCell``
+    (not inside ``Bidirectional``); from Keras 3 or Keras 2 (``tf_keras``/
     ``tf.keras``). The twin emulates the Keras it came from (``keras_version``), which
     decides the ``hard_sigmoid`` formula and the return types. A stateful layer's carried
     states are copied too. Anything else raises ``TypeError`` naming the class (and, inside
@@ -196,6 +208,15 @@ def _from_keras(layer: Any, where: str) -> Any:
     dtype = _dtype_of(layer)
     backend = _backend_of(major)
     config = twin_activations(config, backend)
+    if class_name == "ConvLSTMCell":
+        conv_cell = ConvLSTMCell(rank=int(layer.rank), dtype=dtype, keras_version=major, **config)
+        conv_cell.set_weights(layer.get_weights())
+        return conv_cell
+    if class_name in _CONV_LAYERS:
+        conv_twin: Any = _CONV_LAYERS[class_name](dtype=dtype, keras_version=major, backend=backend, **config)
+        conv_twin.set_weights(layer.get_weights())
+        _copy_carried_states(layer, conv_twin)
+        return conv_twin
     if class_name in _CELLS:
         cell_twin = _CELLS[class_name](dtype=dtype, keras_version=major, **config)
         cell_twin.set_weights(layer.get_weights())
