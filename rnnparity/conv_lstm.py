@@ -31,7 +31,9 @@ are gathered with ``sliding_window_view`` into ``(positions, C * prod(K))`` rows
 multiplied with the kernel rearranged to ``(C * prod(K), 4F)``. The input convolution of a
 chunk of timesteps is one matmul before the loop (rnn.run_time_loop); each step does only
 the recurrent convolution and the gates. Inside the loop a state is one row per batch
-entry, ``(batch, prod(S_out) * F)`` in ``channels_last`` order, so the shared time loop
+entry, ``(batch, F * prod(S_out))`` in ``channels_first`` order (so im2col copies along
+contiguous rows and the matmul ``(4F, C * prod(K)) @ (C * prod(K), prod(S_out))`` gives
+gate-major blocks without a transpose), so the shared time loop
 (masks, ``go_backwards``, output repetition) runs unchanged; the layer converts to and
 from Keras's layout once per call.
 """
@@ -119,16 +121,19 @@ def im2col(
     dilation_rate: tuple[int, ...],
     pads: tuple[tuple[int, int], ...],
 ) -> np.ndarray:
-    """The convolution windows of ``x`` ``(n, *spatial, channels)`` as rows:
-    ``(n, *out, channels * prod(kernel_size))``, columns ordered ``(channel, *kernel)``."""
+    """The convolution windows of ``x`` ``(n, channels, *spatial)`` as columns:
+    ``(n, channels * prod(kernel_size), prod(out))``, rows ordered ``(channel, *kernel)``.
+    The copy runs along the last spatial axis, which is contiguous in ``x``."""
     rank = len(kernel_size)
     if any(p for pair in pads for p in pair):
-        x = np.pad(x, ((0, 0), *pads, (0, 0)))
+        x = np.pad(x, ((0, 0), (0, 0), *pads))
     spans = tuple((k - 1) * d + 1 for k, d in zip(kernel_size, dilation_rate))
-    windows = sliding_window_view(x, spans, axis=tuple(range(1, rank + 1)))  # (n, *positions, C, *spans)
-    pick = (slice(None), *(slice(None, None, s) for s in strides), slice(None), *(slice(None, None, d) for d in dilation_rate))
+    windows = sliding_window_view(x, spans, axis=tuple(range(2, rank + 2)))  # (n, C, *positions, *spans)
+    pick = (slice(None), slice(None), *(slice(None, None, s) for s in strides), *(slice(None, None, d) for d in dilation_rate))
     windows = windows[pick]
-    return windows.reshape(*windows.shape[: rank + 1], -1)
+    out = windows.shape[2 : rank + 2]
+    windows = np.moveaxis(windows, tuple(range(rank + 2, 2 * rank + 2)), tuple(range(2, rank + 2)))  # (n, C, *K, *out)
+    return windows.reshape(x.shape[0], -1, math.prod(out))
 
 
 @dataclass(frozen=True)
@@ -243,9 +248,12 @@ class ConvLSTMCell(Cell):
         return block
 
     def _im2col_kernel(self, kernel: np.ndarray) -> np.ndarray:
-        """``(*K, C, 4F)`` -> ``(gates, C * prod(K), F)`` in step_order, the rows in im2col's order."""
-        rows = np.moveaxis(kernel, -2, 0).reshape(-1, kernel.shape[-1])  # (C * prod(K), 4F)
-        return np.stack([np.ascontiguousarray(self.gate_block(rows, gate)) for gate in self.step_order])
+        """``(*K, C, 4F)`` -> ``(4F, C * prod(K))``: one row per output channel, the gate
+        blocks in step_order, the columns in im2col's ``(channel, *kernel)`` order."""
+        blocks = [self.gate_block(kernel, gate) for gate in self.step_order]  # each (*K, C, F)
+        stacked = np.concatenate(blocks, axis=-1)  # (*K, C, 4F) in step_order
+        axes = (self.rank + 1, self.rank, *range(self.rank))  # -> (4F, C, *K)
+        return np.ascontiguousarray(stacked.transpose(axes).reshape(stacked.shape[-1], -1))
 
     def _prepare(self) -> None:
         assert self.kernel is not None and self.recurrent_kernel is not None
@@ -253,7 +261,7 @@ class ConvLSTMCell(Cell):
         self._recurrent_gates = self._im2col_kernel(self.recurrent_kernel)
         self._input_bias_gates = None
         if self.bias is not None:
-            self._input_bias_gates = np.stack([self.gate_block(self.bias, gate) for gate in self.step_order])[:, None, :]
+            self._input_bias_gates = np.concatenate([self.gate_block(self.bias, gate) for gate in self.step_order])[:, None]
 
     # ------------------------------------------------------------------ geometry
     def bind(self, spatial_in: tuple[int, ...]) -> ConvLSTMCell:
@@ -288,7 +296,7 @@ class ConvLSTMCell(Cell):
 
     @property
     def output_size(self) -> int:
-        """Length of one flat state row in the loop: ``prod(S_out) * filters``."""
+        """Length of one flat state row in the loop: ``filters * prod(S_out)``."""
         return math.prod(self._geometry().spatial_out) * self.filters
 
     @property
@@ -316,22 +324,23 @@ class ConvLSTMCell(Cell):
 
     # ------------------------------------------------------------------ layout conversions
     def to_rows(self, array: np.ndarray) -> np.ndarray:
-        """Keras layout ``(..., *S, ch)`` / ``(..., ch, *S)`` -> ``(..., prod(S) * ch)``, channels last."""
-        if self.data_format == "channels_first":
-            lead = array.ndim - self.rank - 1
-            array = np.moveaxis(array, lead, -1)
-        return array.reshape(*array.shape[: array.ndim - self.rank - 1], -1)
+        """Keras layout ``(..., *S, ch)`` / ``(..., ch, *S)`` -> loop rows ``(..., ch * prod(S))``,
+        channels first (a view for ``channels_first``)."""
+        lead = array.ndim - self.rank - 1
+        if self.data_format == "channels_last":
+            array = np.moveaxis(array, -1, lead)
+        return array.reshape(*array.shape[:lead], -1)
 
     def from_rows(self, rows: np.ndarray) -> np.ndarray:
-        """``(..., prod(S_out) * F)`` rows -> the Keras layout of a state / output."""
+        """Loop rows ``(..., F * prod(S_out))`` -> the Keras layout of a state / output."""
         out = self._geometry().spatial_out
-        array = rows.reshape(*rows.shape[:-1], *out, self.filters)
-        if self.data_format == "channels_first":
-            array = np.moveaxis(array, -1, array.ndim - self.rank - 1)
+        array = rows.reshape(*rows.shape[:-1], self.filters, *out)
+        if self.data_format == "channels_last":
+            array = np.moveaxis(array, rows.ndim - 1, -1)
         return np.ascontiguousarray(array)
 
     def check_state(self, value: Any, batch: int, argument: str) -> np.ndarray:
-        """One state given in Keras's layout, checked, as loop rows ``(batch, prod(S_out) * F)``."""
+        """One state given in Keras's layout, checked, as loop rows ``(batch, F * prod(S_out))``."""
         array = _as_float_array(value, self.dtype, argument)
         expected = self.state_shape(batch)
         if array.shape != expected:
@@ -349,29 +358,30 @@ class ConvLSTMCell(Cell):
 
     # ------------------------------------------------------------------ one step
     def input_projection(self, inputs: np.ndarray) -> np.ndarray:
-        """The input convolution (plus bias) of ``inputs`` rows ``(steps, batch, prod(S) * C)``
-        (channels last): ``(gates, steps, batch, prod(S_out) * F)`` in step_order, one matmul per gate."""
+        """The input convolution (plus bias) of loop rows ``(steps, batch, C * prod(S))``:
+        ``(gates, steps, batch, F * prod(S_out))`` in step_order (a view; one matmul per image)."""
         assert self._kernel_gates is not None
         geometry = self._geometry()
         leading = inputs.shape[:-1]
-        images = inputs.reshape(-1, *geometry.spatial_in, inputs.shape[-1] // math.prod(geometry.spatial_in))
-        rows = im2col(images, self.kernel_size, self.strides, self.dilation_rate, geometry.input_pads)
-        projected = np.matmul(rows.reshape(-1, rows.shape[-1]), self._kernel_gates)  # (gates, n * prod(out), F)
+        images = inputs.reshape(-1, inputs.shape[-1] // math.prod(geometry.spatial_in), *geometry.spatial_in)
+        columns = im2col(images, self.kernel_size, self.strides, self.dilation_rate, geometry.input_pads)
+        projected = np.matmul(self._kernel_gates, columns)  # (n, 4F, prod(out))
         if self._input_bias_gates is not None:
             projected += self._input_bias_gates
-        return projected.reshape(len(self.step_order), *leading, self.output_size)
+        gates = len(self.step_order)
+        return np.moveaxis(projected.reshape(*leading, gates, -1), -2, 0)
 
     def _recurrent_conv(self, h_tm1: np.ndarray) -> np.ndarray:
-        """``conv(h_tm1, recurrent_kernel)`` (stride 1, ``same``) for rows ``(batch, prod(S_out) * F)``:
-        ``(gates, batch, prod(S_out) * F)``."""
+        """``conv(h_tm1, recurrent_kernel)`` (stride 1, ``same``) for rows ``(batch, F * prod(S_out))``:
+        ``(gates, batch, F * prod(S_out))`` (a view of one ``(batch, 4F, prod(S_out))`` array)."""
         assert self._recurrent_gates is not None
         geometry = self._geometry()
         batch = h_tm1.shape[0]
-        images = h_tm1.reshape(batch, *geometry.spatial_out, self.filters)
+        images = h_tm1.reshape(batch, self.filters, *geometry.spatial_out)
         ones = (1,) * self.rank
-        rows = im2col(images, self.kernel_size, ones, ones, geometry.recurrent_pads)
-        z = np.matmul(rows.reshape(-1, rows.shape[-1]), self._recurrent_gates)
-        return z.reshape(len(self.step_order), batch, -1)
+        columns = im2col(images, self.kernel_size, ones, ones, geometry.recurrent_pads)
+        z = np.matmul(self._recurrent_gates, columns)  # (batch, 4F, prod(S_out))
+        return np.moveaxis(z.reshape(batch, len(self.step_order), -1), 1, 0)
 
     def _apply(self, function: Activation, x: np.ndarray, in_place: bool) -> np.ndarray:
         """An activation of loop rows ``x`` (any leading axes): element-wise ones directly
@@ -389,7 +399,7 @@ class ConvLSTMCell(Cell):
         return np.ascontiguousarray(rows)
 
     def recurrent_step(self, x_proj: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """The step after the input convolution: ``x_proj`` ``(gates, batch, prod(S_out) * F)``
+        """The step after the input convolution: ``x_proj`` ``(gates, batch, F * prod(S_out))``
         may be overwritten; ``states`` are rows and are never modified."""
         h_tm1, c_tm1 = states
         z = self._recurrent_conv(h_tm1)
@@ -579,7 +589,7 @@ class ConvLSTM(RecurrentLayer):
 
     # ------------------------------------------------------------------ call
     def _sequence_inputs(self, x: np.ndarray) -> tuple[np.ndarray, ConvLSTMCell]:
-        """``x`` checked; returns the time-major loop rows ``(T, batch, prod(S) * C)`` and the bound cell."""
+        """``x`` checked; returns the time-major loop rows ``(T, batch, C * prod(S))`` and the bound cell."""
         cell = self.conv_cell
         if x.ndim != self.rank + 3:
             layout = (
@@ -598,7 +608,7 @@ class ConvLSTM(RecurrentLayer):
             raise ValueError(f"inputs have 0 timesteps (shape {x.shape}); Keras refuses an empty sequence too")
         spatial = x.shape[3:] if cell.data_format == "channels_first" else x.shape[2:-1]
         bound = cell.bind(tuple(spatial))
-        rows = bound.to_rows(x)  # (batch, T, prod(S) * C)
+        rows = bound.to_rows(x)  # (batch, T, C * prod(S))
         return rows.transpose(1, 0, 2), bound
 
     def _starting_states(self, initial_state: Any, bound: ConvLSTMCell, batch: int) -> list[np.ndarray]:
