@@ -237,31 +237,49 @@ def conditioning(case: ConvCase, share: float = 0.5) -> Comparison:
     return compare(high, low, dtype="float32", rtol=rtol * share, atol=atol * share, context=f"{case.case_id} float32 vs float64")
 
 
-def keras_results(handle: Any, case: ConvCase, data: ConvData, data_format: str | None = None) -> tuple[Any, Any]:
+def keras_results(
+    handle: Any, case: ConvCase, data: ConvData, data_format: str | None = None, chain_states: bool = False
+) -> tuple[Any, Any]:
     """Keras's results for each call of ``case`` (carried states last, when stateful), and the
     built Keras layer. ``data_format`` builds the Keras layer with another layout: the inputs,
-    initial states and results are transposed to and from it."""
+    initial states and results are transposed to and from it. ``chain_states`` runs a stateful
+    case on a non-stateful Keras layer, each call starting from the states the previous one
+    returned (what ``stateful`` means), for where Keras's own stateful layer refuses the dtype."""
     from rnnparity.suite import keras_adapter
 
     kwargs = case.layer_kwargs()
     transposed = data_format is not None and data_format != case.data_format
     if transposed:
         kwargs["data_format"] = data_format
+    if chain_states:
+        kwargs.update(stateful=False, return_state=True)
     layer = getattr(handle.module.layers, f"ConvLSTM{case.rank}D")(**kwargs)
     to_keras, from_keras = _layout_moves(case, transposed)
     inputs = [to_keras(x, 2) for x in data.inputs]
-    layer.build(inputs[0].shape if case.stateful else (None, *inputs[0].shape[1:]))
+    layer.build(inputs[0].shape if case.stateful and not chain_states else (None, *inputs[0].shape[1:]))
     layer.set_weights(data.weights)
     results: list[Any] = []
+    carried = None
     for number, x in enumerate(inputs):
-        initial = None
+        initial = carried
         if number == 0 and data.initial_state is not None:
             initial = [to_keras(s, 1) for s in data.initial_state]
         result = keras_adapter.call_layer(handle, layer, x, initial_state=initial, mask=data.mask)
-        results.append(_map(result, lambda a: from_keras(a, 2 if (case.return_sequences and a.ndim == case.rank + 3) else 1)))
+        result = _map(result, lambda a: from_keras(a, 2 if (case.return_sequences and a.ndim == case.rank + 3) else 1))
+        if chain_states:
+            carried = [to_keras(s, 1) for s in result[1:]]
+            result = result if case.return_state else result[0]
+        results.append(result)
     if case.stateful:
-        results.append([from_keras(s, 1) for s in keras_adapter.layer_states(layer)])
+        states = keras_adapter.layer_states(layer) if not chain_states else [from_keras(s, 1) for s in carried or []]
+        results.append([from_keras(s, 1) for s in states] if not chain_states else states)
     return results, layer
+
+
+def keras_stateful_refuses_dtype(exc: Exception) -> bool:
+    """tf_keras's stateful ConvLSTM keeps its states in float32 whatever the layer's dtype,
+    so a float64 call fails converting them."""
+    return "requested dtype float32 for Tensor with dtype float64" in str(exc)
 
 
 def _layout_moves(case: ConvCase, transposed: bool) -> tuple[Any, Any]:
