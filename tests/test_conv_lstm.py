@@ -428,3 +428,25 @@ def test_bad_input_names_argument_expected_and_given(name: str, call, error: typ
         call()
     for fragment in fragments:
         assert fragment in str(info.value), f"{name}: {fragment!r} missing from {info.value}"
+
+
+# --------------------------------------------------------------------------- explain
+@pytest.mark.parametrize("rank", RANKS)
+def test_explain_names_the_blocks_the_twin_uses(rank: int) -> None:
+    from rnnparity.layout import explain_conv_lstm_layout
+
+    case = draw_case(rank, 3, "float64", 2, "plain")
+    data = make_data(case)
+    cell = conv_lstm.ConvLSTMCell(rank, case.filters, case.kernel_size)
+    cell.set_weights(data.weights)
+    explained = explain_conv_lstm_layout(rank, case.filters, case.kernel_size, case.channels)
+    assert explained["shapes"]["kernel"] == list(data.weights[0].shape)
+    assert explained["shapes"]["recurrent_kernel"] == list(data.weights[1].shape)
+    for row in explained["gates"]:
+        parts = row["kernel"].strip("[]").split(", ")
+        assert len(parts) == rank + 2 and parts[:-1] == [":"] * (rank + 1)
+        start, stop = (int(v) for v in parts[-1].split(":"))
+        for weight, name in ((data.weights[0], "kernel"), (data.weights[1], "recurrent_kernel")):
+            assert row[name] == row["kernel"]
+            assert np.array_equal(weight[..., start:stop], cell.gate_block(weight, row["gate"]))
+        assert np.array_equal(data.weights[2][start:stop], cell.gate_block(data.weights[2], row["gate"]))
