@@ -54,6 +54,13 @@ def _params(seeds: list[int]) -> list:
     return params
 
 
+def _per_flavor(values: list[tuple]) -> list:
+    params = []
+    for flavor in FLAVOR_MAJOR:
+        params += flavor_params(flavor, [(flavor, *v) for v in values], [f"{flavor}-{'-'.join(map(str, v))}" for v in values])
+    return params
+
+
 def _check_against_keras(flavor: str, case: ConvCase) -> list[tuple[str, Comparison]]:
     """Compare the twin with Keras on ``case``; returns ``(route, comparison)`` for each path."""
     handle = keras_handle(flavor)
@@ -102,6 +109,24 @@ def test_parity_with_keras(flavor: str, case: ConvCase) -> None:
 @pytest.mark.parametrize(("flavor", "case"), _params([1, 2, 3, 4]))
 def test_parity_with_keras_more_seeds(flavor: str, case: ConvCase) -> None:
     _check_against_keras(flavor, case)
+
+
+@pytest.mark.parametrize(("flavor", "rank", "dtype"), _per_flavor([(r, d) for r in RANKS for d in DTYPES]))
+def test_cell_step_from_keras(flavor: str, rank: int, dtype: str) -> None:
+    """One step of Keras's ConvLSTMCell (inside a built layer) against the twin from_keras made of it."""
+    from rnnparity.suite import keras_adapter
+
+    handle = keras_handle(flavor)
+    case = replace(draw_case(rank, FLAVOR_MAJOR[flavor], dtype, 3, "same"), initial_state=True)
+    data = make_data(case)
+    _, layer = keras_results(handle, case, data)
+    twin_cell = rnnparity.from_keras(layer.cell)
+    assert isinstance(twin_cell, conv_lstm.ConvLSTMCell) and twin_cell.rank == rank
+    assert data.initial_state is not None
+    x = data.inputs[0][:, 0]
+    expected = keras_adapter.call_cell(handle, layer.cell, x, list(data.initial_state))
+    result = compare(expected, twin_cell(x, list(data.initial_state)), dtype=dtype, check_container=False, context=case.case_id)
+    assert result.ok, result.message
 
 
 # --------------------------------------------------------------------------- channels_first
@@ -186,13 +211,6 @@ MISTAKES = {
 def _negative_case(keras_version: int) -> ConvCase:
     case = draw_case(2, keras_version, "float64", 5, "same")
     return replace(case, kernel_size=(3, 2), spatial=(6, 5), filters=3, channels=2, return_sequences=True, return_state=True)
-
-
-def _per_flavor(values: list[tuple]) -> list:
-    params = []
-    for flavor in FLAVOR_MAJOR:
-        params += flavor_params(flavor, [(flavor, *v) for v in values], [f"{flavor}-{'-'.join(map(str, v))}" for v in values])
-    return params
 
 
 @pytest.mark.parametrize(("flavor", "mistake"), _per_flavor([(m,) for m in sorted(MISTAKES)]))
