@@ -177,6 +177,11 @@ def _from_keras(layer: Any, where: str) -> Any:
     inside = f" (in {where})" if where else ""
     if class_name not in SUPPORTED_CLASSES:
         raise TypeError(f"from_keras supports {list(SUPPORTED_CLASSES)}; got {type(layer).__module__}.{class_name}{inside}")
+    if where and class_name in _CONV_LAYERS:
+        raise TypeError(
+            f"from_keras supports ConvLSTM1D/2D/3D on their own, not inside a wrapper yet; "
+            f"got {type(layer).__module__}.{class_name}{inside}"
+        )
     major = keras_major_of(layer)
     if not getattr(layer, "built", False) or not layer.get_weights():
         raise ValueError(
