@@ -146,6 +146,28 @@ def test_cell_step_from_keras(flavor: str, rank: int, dtype: str) -> None:
     assert result.ok, result.message
 
 
+@pytest.mark.parametrize(("flavor", "rank"), _per_flavor([(r,) for r in RANKS]))
+def test_from_keras_copies_carried_states(flavor: str, rank: int) -> None:
+    """A stateful Keras layer after one call: the twin from_keras makes carries Keras's states
+    on, so the next call of each agrees."""
+    from rnnparity.suite import keras_adapter
+
+    handle = keras_handle(flavor)
+    case = replace(draw_case(rank, FLAVOR_MAJOR[flavor], "float32", 6, "stateful"), return_state=True)
+    data = make_data(case)
+    layer = getattr(handle.module.layers, f"ConvLSTM{rank}D")(**case.layer_kwargs())
+    layer.build(data.inputs[0].shape)
+    layer.set_weights(data.weights)
+    keras_adapter.call_layer(handle, layer, data.inputs[0])
+    twin = rnnparity.from_keras(layer)
+    carried = twin.states
+    assert carried is not None and all(np.count_nonzero(s) for s in carried)
+    rnnparity.assert_parity(keras_adapter.layer_states(layer), carried, check_container=False, context=case.case_id)
+    expected = keras_adapter.call_layer(handle, layer, data.inputs[1])
+    result = compare(expected, twin(data.inputs[1]), dtype=case.dtype, context=f"{case.case_id} second call")
+    assert result.ok, result.message
+
+
 # --------------------------------------------------------------------------- channels_first
 # Where TensorFlow 2.21's CPU kernels refuse a channels_first ConvLSTM (UnimplementedError: the
 # CPU Conv2D kernel has no NCHW layout in float64, and Keras 3 hands 1-D and 2-D channels_first
