@@ -11,6 +11,7 @@ from typing import Any
 from rnnparity.backprop import gradients
 from rnnparity.bidirectional import Bidirectional
 from rnnparity.compare import assert_parity, compare
+from rnnparity.conv_lstm import ConvLSTM1D, ConvLSTM2D, ConvLSTM3D, ConvLSTMCell
 from rnnparity.files import legacy
 from rnnparity.gru import GRU, GRUCell
 from rnnparity.lstm import LSTM, LSTMCell
@@ -25,6 +26,10 @@ __all__ = [
     "LSTM",
     "RNN",
     "Bidirectional",
+    "ConvLSTM1D",
+    "ConvLSTM2D",
+    "ConvLSTM3D",
+    "ConvLSTMCell",
     "GRUCell",
     "LSTMCell",
     "SimpleRNN",

@@ -216,6 +216,54 @@ def explain_layout(kind: str, units: int, input_dim: int, reset_after: bool = Tr
     }
 
 
+CONV_LSTM_EQUATIONS = {
+    "i": "i = recurrent_activation(conv(x, W_i) + b_i + conv_same(h_tm1, U_i))",
+    "f": "f = recurrent_activation(conv(x, W_f) + b_f + conv_same(h_tm1, U_f))",
+    "c": "c = f * c_tm1 + i * activation(conv(x, W_c) + b_c + conv_same(h_tm1, U_c))",
+    "o": "o = recurrent_activation(conv(x, W_o) + b_o + conv_same(h_tm1, U_o));  h = o * activation(c)",
+}
+
+
+def explain_conv_lstm_layout(
+    rank: int, filters: int, kernel_size: int | tuple[int, ...], input_channels: int, use_bias: bool = True
+) -> dict[str, Any]:
+    """Where every gate lives in a ConvLSTM{rank}D's ``kernel`` ``(*kernel_size, channels, 4 * filters)``,
+    ``recurrent_kernel`` ``(*kernel_size, filters, 4 * filters)`` and ``bias`` ``(4 * filters,)``: the
+    LSTM gates ``i, f, c, o`` along the last axis, ``filters`` wide each. ``conv`` uses the layer's
+    strides, padding and dilation_rate; ``conv_same`` (the recurrent one) stride 1, ``same``, no dilation."""
+    if rank not in (1, 2, 3):
+        raise ValueError(f"rank must be 1, 2 or 3 (ConvLSTM1D/2D/3D); got {rank!r}")
+    kernel = (kernel_size,) * rank if isinstance(kernel_size, int) else tuple(kernel_size)
+    if len(kernel) != rank or min(kernel) <= 0 or filters <= 0 or input_channels <= 0:
+        raise ValueError(
+            f"filters, input_channels and a {rank}-tuple kernel_size must be positive; got filters={filters}, "
+            f"kernel_size={kernel_size!r}, input_channels={input_channels}"
+        )
+    leading = ", ".join([":"] * (rank + 1))
+    rows = []
+    for gate in GATE_ORDER["lstm"]:
+        cols = gate_slice("lstm", gate, filters)
+        span = f"[{leading}, {cols.start}:{cols.stop}]"
+        bias = f"[{cols.start}:{cols.stop}]" if use_bias else "-"
+        rows.append(GateRow(gate, GATE_ROLES["lstm"][gate], span, span, bias, CONV_LSTM_EQUATIONS[gate]))
+    shapes = {
+        "kernel": [*kernel, input_channels, 4 * filters],
+        "recurrent_kernel": [*kernel, filters, 4 * filters],
+        "bias": [4 * filters] if use_bias else None,
+    }
+    return {
+        "kind": f"conv_lstm{rank}d",
+        "filters": filters,
+        "kernel_size": list(kernel),
+        "input_channels": input_channels,
+        "use_bias": use_bias,
+        "gate_order": list(GATE_ORDER["lstm"]),
+        "shapes": shapes,
+        "gates": [row.__dict__ for row in rows],
+        "equations": [CONV_LSTM_EQUATIONS[gate] for gate in GATE_ORDER["lstm"]],
+    }
+
+
 # ---------------------------------------------------------------------------- PyTorch
 
 # PyTorch's gate order per Keras kind. LSTM: Keras (i, f, c, o) is PyTorch (i, f, g, o), the same

@@ -8,6 +8,7 @@ kinds are those of :data:`rnnparity.layout.GATE_ORDER`; the Keras class names th
 
 from __future__ import annotations
 
+from rnnparity.conv_lstm import ConvLSTM1D, ConvLSTM2D, ConvLSTM3D
 from rnnparity.gru import GRU, GRUCell
 from rnnparity.layout import KERAS_CLASS_NAME
 from rnnparity.lstm import LSTM, LSTMCell
@@ -22,9 +23,14 @@ TWIN_CELL_CLASSES: dict[str, type[Cell]] = {"lstm": LSTMCell, "gru": GRUCell, "s
 TWIN_BY_KERAS_NAME: dict[str, type[RecurrentLayer]] = {KERAS_CLASS_NAME[kind]: cls for kind, cls in TWIN_CLASSES.items()}
 TWIN_CELL_BY_KERAS_NAME: dict[str, type[Cell]] = {f"{KERAS_CLASS_NAME[kind]}Cell": cls for kind, cls in TWIN_CELL_CLASSES.items()}
 
-# Recurrent Keras classes a model or a file may hold that have no twin, and why.
-NO_TWIN: dict[str, str] = {
-    "ConvLSTM1D": "convolutional recurrent layers have no twin",
-    "ConvLSTM2D": "convolutional recurrent layers have no twin",
-    "ConvLSTM3D": "convolutional recurrent layers have no twin",
+# The convolutional recurrent layers, by Keras class name (one cell class for every rank).
+CONV_TWIN_BY_KERAS_NAME: dict[str, type[RecurrentLayer]] = {
+    "ConvLSTM1D": ConvLSTM1D,
+    "ConvLSTM2D": ConvLSTM2D,
+    "ConvLSTM3D": ConvLSTM3D,
 }
+
+# Recurrent Keras classes that model files and weight files may hold but that verify and the
+# HDF5 readers do not check yet, and why.
+_NOT_IN_FILES = "verify and the HDF5 readers do not check ConvLSTM layers yet (the twin exists: rnnparity.from_keras builds it)"
+NO_TWIN: dict[str, str] = dict.fromkeys(CONV_TWIN_BY_KERAS_NAME, _NOT_IN_FILES)

@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from rnnparity.bidirectional import Bidirectional
+from rnnparity.conv_lstm import ConvLSTMCell
 from rnnparity.layout import KERAS_CLASS_NAME
 from rnnparity.rnn import RNN, RecurrentLayer, flatten_nested
 from rnnparity.stacked import StackedRNNCells
-from rnnparity.twin_classes import TWIN_BY_KERAS_NAME, TWIN_CELL_BY_KERAS_NAME
+from rnnparity.twin_classes import CONV_TWIN_BY_KERAS_NAME, TWIN_BY_KERAS_NAME, TWIN_CELL_BY_KERAS_NAME
 
 # The flavor that loads each Keras version.
 FLAVOR_OF_VERSION = {3: "keras3", 2: "tf-keras"}
@@ -175,6 +176,8 @@ SUPPORTED_CLASSES = (
     "Bidirectional",
     *sorted(TWIN_CELL_BY_KERAS_NAME),
     "StackedRNNCells",
+    *sorted(CONV_TWIN_BY_KERAS_NAME),
+    "ConvLSTMCell",
 )
 
 
@@ -183,7 +186,8 @@ def from_keras(layer: Any) -> Any:
 
     Accepts ``LSTM``, ``GRU``, ``SimpleRNN``, ``RNN`` around a supported cell,
     ``Bidirectional`` around any of those, and the cells ``LSTMCell``, ``GRUCell``,
-    ``SimpleRNNCell``, ``StackedRNNCells``, from Keras 3 or Keras 2 (``tf_keras``/
+    ``SimpleRNNCell``, ``StackedRNNCells``; ``ConvLSTM1D/2D/3D`` and their ``ConvLSTMCell``
+    (not inside ``Bidirectional``); from Keras 3 or Keras 2 (``tf_keras``/
     ``tf.keras``). The twin emulates the Keras it came from (``keras_version``), which
     decides the ``hard_sigmoid`` formula and the return types. A stateful layer's carried
     states are copied too. Anything else raises ``TypeError`` naming the class (and, inside
@@ -197,6 +201,11 @@ def _from_keras(layer: Any, where: str) -> Any:
     inside = f" (in {where})" if where else ""
     if class_name not in SUPPORTED_CLASSES:
         raise TypeError(f"from_keras supports {list(SUPPORTED_CLASSES)}; got {type(layer).__module__}.{class_name}{inside}")
+    if where and class_name in CONV_TWIN_BY_KERAS_NAME:
+        raise TypeError(
+            f"from_keras supports ConvLSTM1D/2D/3D on their own, not inside a wrapper yet; "
+            f"got {type(layer).__module__}.{class_name}{inside}"
+        )
     keras_version = keras_version_of(layer)
     if not getattr(layer, "built", False) or not layer.get_weights():
         raise ValueError(
@@ -228,6 +237,16 @@ def _from_keras(layer: Any, where: str) -> Any:
     dtype = _dtype_of(layer)
     backend = _backend_of(keras_version)
     config = twin_activations(config, backend)
+    if class_name == "ConvLSTMCell":
+        conv_cell = ConvLSTMCell(rank=int(layer.rank), dtype=dtype, keras_version=keras_version, **config)
+        conv_cell.set_weights(layer.get_weights())
+        return conv_cell
+    if class_name in CONV_TWIN_BY_KERAS_NAME:
+        conv_class: Any = CONV_TWIN_BY_KERAS_NAME[class_name]
+        conv_twin = conv_class(dtype=dtype, keras_version=keras_version, backend=backend, **config)
+        conv_twin.set_weights(layer.get_weights())
+        _copy_carried_states(layer, conv_twin)
+        return conv_twin
     if class_name in TWIN_CELL_BY_KERAS_NAME:
         cell_twin = TWIN_CELL_BY_KERAS_NAME[class_name](dtype=dtype, keras_version=keras_version, **config)
         cell_twin.set_weights(layer.get_weights())

@@ -1,0 +1,705 @@
+"""ConvLSTM1D/2D/3D and their cell, the NumPy twins of ``keras.layers.ConvLSTM{1,2,3}D``.
+
+An LSTM whose two matmuls are convolutions. One step, with ``*`` a convolution, the gates
+split from the last kernel axis in Keras's order ``i, f, c, o`` (each ``filters`` wide)::
+
+    z = conv(x_t, kernel; strides, padding, dilation_rate) + bias
+        + conv(h_tm1, recurrent_kernel; strides 1, padding "same", dilation 1)
+    i = recurrent_activation(z_i)
+    f = recurrent_activation(z_f)
+    c = f * c_tm1 + i * activation(z_c)
+    o = recurrent_activation(z_o)
+    h = o * activation(c)                  # new hidden state = output
+
+Shapes (``rank`` = 1, 2 or 3 spatial axes ``S``, ``K`` the kernel size, ``C`` input
+channels, ``F`` filters): ``kernel (*K, C, 4F)``, ``recurrent_kernel (*K, F, 4F)``,
+``bias (4F,)``; inputs ``(batch, time, *S, C)`` (``channels_last``) or
+``(batch, time, C, *S)`` (``channels_first``); ``h`` and ``c`` ``(batch, *S_out, F)`` or
+``(batch, F, *S_out)``. ``S_out`` is the input convolution's output size: with ``valid``
+padding ``(S - (K - 1) * dilation - 1) // strides + 1``, with ``same`` ``ceil(S / strides)``.
+Both Kerases pad ``same`` as TensorFlow does: ``total = max((S_out - 1) * strides +
+(K - 1) * dilation + 1 - S, 0)`` zeros, ``total // 2`` before and the rest after. The
+recurrent convolution always pads ``same`` with stride 1 and no dilation, so the state
+keeps its size.
+
+The two Kerases compute the same step; they differ in the default ``recurrent_activation``
+(``sigmoid`` in Keras 3, ``hard_sigmoid`` in Keras 2, whose formulas differ too, see
+activations) and in what they return (a tuple in Keras 3, a list in Keras 2).
+
+How it is computed: a convolution is an im2col matmul. The spatial windows of the input
+are gathered with ``sliding_window_view`` into ``(positions, C * prod(K))`` rows and
+multiplied with the kernel rearranged to ``(C * prod(K), 4F)``. The input convolution of a
+chunk of timesteps is one matmul before the loop (rnn.run_time_loop); each step does only
+the recurrent convolution and the gates. Inside the loop a state is one row per batch
+entry, ``(batch, F * prod(S_out))`` in ``channels_first`` order (so im2col copies along
+contiguous rows and the matmul ``(4F, C * prod(K)) @ (C * prod(K), prod(S_out))`` gives
+gate-major blocks without a transpose), so the shared time loop
+(masks, ``go_backwards``, output repetition) runs unchanged; the layer converts to and
+from Keras's layout once per call.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from rnnparity import activations
+from rnnparity.activations import Activation, ActivationLike
+from rnnparity.cell import Cell, StepRecord, dtype_config
+from rnnparity.checks import as_float_array, check_bool
+from rnnparity.rnn import ArrayLike, LayerOutput, RecurrentLayer, run_time_loop
+
+GATES = ("i", "f", "c", "o")  # Keras's order along the last kernel axis
+STEP_ORDER = ("i", "f", "o", "c")  # the recurrent_activation gates first, adjacent
+PADDINGS = ("valid", "same")
+DATA_FORMATS = ("channels_last", "channels_first")
+
+# Activations that act on each element alone; any other (softmax over the last axis, a
+# custom callable) is applied to the state in Keras's own layout.
+_ELEMENTWISE = {
+    function
+    for table in (activations.KERAS2_ACTIVATIONS, activations.KERAS3_ACTIVATIONS)
+    for name, function in table.items()
+    if name not in ("softmax", "log_softmax", "sparsemax")
+}
+
+KERAS_DEFAULT = "keras_default"  # recurrent_activation: sigmoid in Keras 3, hard_sigmoid in Keras 2
+
+
+def _check_tuple(value: Any, rank: int, argument: str) -> tuple[int, ...]:
+    """An int or a sequence of ``rank`` positive ints, as Keras accepts them."""
+    items = [value] * rank if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence) or len(items) != rank:
+        raise ValueError(f"{argument} must be a positive integer or a tuple of {rank} positive integers; got {value!r}")
+    checked = []
+    for item in items:
+        if isinstance(item, (bool, np.bool_)) or not isinstance(item, numbers.Integral) or item <= 0:
+            raise ValueError(f"{argument} must be a positive integer or a tuple of {rank} positive integers; got {value!r}")
+        checked.append(int(item))
+    return tuple(checked)
+
+
+def _check_choice(value: Any, choices: tuple[str, ...], argument: str) -> str:
+    if isinstance(value, str) and value.lower() in choices:
+        return value.lower()
+    raise ValueError(f"{argument} must be one of {choices}; got {value!r}")
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TensorFlow's ``SAME`` padding of one spatial axis: ``(before, after)``."""
+    span = (kernel - 1) * dilation + 1
+    out = -(-size // stride)
+    total = max((out - 1) * stride + span - size, 0)
+    return total // 2, total - total // 2
+
+
+def conv_output_size(size: int, kernel: int, stride: int, dilation: int, padding: str) -> int:
+    if padding == "same":
+        return -(-size // stride)
+    span = (kernel - 1) * dilation + 1
+    return (size - span) // stride + 1 if size >= span else 0
+
+
+def im2col(
+    x: np.ndarray,
+    kernel_size: tuple[int, ...],
+    strides: tuple[int, ...],
+    dilation_rate: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+) -> np.ndarray:
+    """The convolution windows of ``x`` ``(n, channels, *spatial)`` as columns:
+    ``(n, channels * prod(kernel_size), prod(out))``, rows ordered ``(channel, *kernel)``.
+    The copy runs along the last spatial axis, which is contiguous in ``x``."""
+    rank = len(kernel_size)
+    if any(p for pair in pads for p in pair):
+        x = np.pad(x, ((0, 0), (0, 0), *pads))
+    spans = tuple((k - 1) * d + 1 for k, d in zip(kernel_size, dilation_rate))
+    windows = sliding_window_view(x, spans, axis=tuple(range(2, rank + 2)))  # (n, C, *positions, *spans)
+    pick = (slice(None), slice(None), *(slice(None, None, s) for s in strides), *(slice(None, None, d) for d in dilation_rate))
+    windows = windows[pick]
+    out = windows.shape[2 : rank + 2]
+    windows = np.moveaxis(windows, tuple(range(rank + 2, 2 * rank + 2)), tuple(range(2, rank + 2)))  # (n, C, *K, *out)
+    return windows.reshape(x.shape[0], -1, math.prod(out))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The spatial sizes one call works with (a cell's weights do not fix them)."""
+
+    spatial_in: tuple[int, ...]
+    spatial_out: tuple[int, ...]
+    input_pads: tuple[tuple[int, int], ...]
+    recurrent_pads: tuple[tuple[int, int], ...]
+
+
+class ConvLSTMCell(Cell):
+    """One ConvLSTM step: ``(x_t, [h_tm1, c_tm1]) -> (h, [h, c])`` with arrays in Keras's
+    layout (see the module docstring). ``rank`` is the number of spatial axes (1, 2 or 3).
+
+    ``recurrent_activation`` defaults to each Keras's own default: ``sigmoid`` for
+    ``keras_version=3``, ``hard_sigmoid`` (the Keras 2 formula) for ``keras_version=2``."""
+
+    kind = "conv_lstm"
+    n_states = 2
+    step_order = STEP_ORDER
+
+    def __init__(
+        self,
+        rank: int,
+        filters: int,
+        kernel_size: int | Sequence[int],
+        strides: int | Sequence[int] = 1,
+        padding: str = "valid",
+        data_format: str | None = None,
+        dilation_rate: int | Sequence[int] = 1,
+        activation: ActivationLike = "tanh",
+        recurrent_activation: ActivationLike = KERAS_DEFAULT,
+        use_bias: bool = True,
+        unit_forget_bias: bool = True,
+        dtype: Any = "float32",
+        keras_version: int = 3,
+        **training_only_args: Any,
+    ) -> None:
+        if rank not in (1, 2, 3) or isinstance(rank, bool):
+            raise ValueError(f"rank must be 1, 2 or 3 (ConvLSTM1D/2D/3D); got {rank!r}")
+        if isinstance(filters, (bool, np.bool_)) or not isinstance(filters, numbers.Integral) or filters <= 0:
+            raise ValueError(f"filters must be a positive integer; got {filters!r}")
+        if isinstance(recurrent_activation, str) and recurrent_activation == KERAS_DEFAULT:
+            recurrent_activation = "sigmoid" if keras_version == 3 else "hard_sigmoid"
+        super().__init__(int(filters), activation, recurrent_activation, use_bias, dtype, keras_version, **training_only_args)
+        self.rank: int = int(rank)
+        self.filters: int = int(filters)
+        self.kernel_size: tuple[int, ...] = _check_tuple(kernel_size, self.rank, "kernel_size")
+        self.strides: tuple[int, ...] = _check_tuple(strides, self.rank, "strides")
+        self.padding: str = _check_choice(padding, PADDINGS, "padding")
+        self.data_format: str = _check_choice(
+            "channels_last" if data_format is None else data_format, DATA_FORMATS, "data_format"
+        )
+        self.dilation_rate: tuple[int, ...] = _check_tuple(dilation_rate, self.rank, "dilation_rate")
+        if max(self.strides) > 1 and max(self.dilation_rate) > 1:
+            raise ValueError(
+                f"strides > 1 together with dilation_rate > 1 is refused by Keras (and TensorFlow); "
+                f"got strides={self.strides}, dilation_rate={self.dilation_rate}"
+            )
+        self.unit_forget_bias: bool = check_bool(unit_forget_bias, "unit_forget_bias")
+        self.geometry: Geometry | None = None  # set on the per-call copies made by bind()
+
+    # ------------------------------------------------------------------ description
+    def describe(self) -> str:
+        return f"ConvLSTM{self.rank}D(filters={self.filters}, kernel_size={self.kernel_size}, use_bias={self.use_bias})"
+
+    @property
+    def input_dim(self) -> int | None:
+        """Input channels, from the kernel's second-to-last axis."""
+        return None if self.kernel is None else int(self.kernel.shape[-2])
+
+    def _weight_shapes(self, input_dim: int) -> list[tuple[int, ...]]:
+        return [
+            (*self.kernel_size, input_dim, 4 * self.filters),
+            (*self.kernel_size, self.filters, 4 * self.filters),
+            (4 * self.filters,),
+        ]
+
+    # ------------------------------------------------------------------ weights
+    def set_weights(self, weights: Sequence[ArrayLike]) -> None:
+        """Load ``[kernel, recurrent_kernel, bias]`` (no bias when ``use_bias=False``) in
+        Keras's shapes ``(*kernel_size, channels, 4 * filters)``, ``(*kernel_size, filters,
+        4 * filters)``, ``(4 * filters,)`` and gate order ``i, f, c, o``. Copied."""
+        names = ["kernel", "recurrent_kernel", "bias"][: 3 if self.use_bias else 2]
+        if isinstance(weights, np.ndarray) or not isinstance(weights, Sequence):
+            raise TypeError(f"weights must be a list {names}; got {type(weights).__name__}")
+        if len(weights) != len(names):
+            raise ValueError(f"{self.describe()} expects {len(names)} weights {names}; got {len(weights)}")
+        arrays = [as_float_array(w, self.dtype, name) for w, name in zip(weights, names)]
+        kernel = arrays[0]
+        if kernel.ndim != self.rank + 2:
+            raise ValueError(
+                f"kernel must be {self.rank + 2}-D (*kernel_size, channels, 4 * filters) for {self.describe()}; "
+                f"got shape {kernel.shape}"
+            )
+        input_dim = int(kernel.shape[-2])
+        for name, array, shape in zip(names, arrays, self._weight_shapes(input_dim)):
+            if array.shape != shape:
+                raise ValueError(
+                    f"{name} has shape {array.shape}; {self.describe()} with {input_dim} input channels expects {shape}"
+                )
+        self.kernel, self.recurrent_kernel = arrays[0], arrays[1]
+        self.bias = arrays[2] if self.use_bias else None
+        self._prepare()
+
+    def gate_block(self, array: np.ndarray, gate: str) -> np.ndarray:
+        """The ``gate`` block of a Keras ConvLSTM weight (its last axis)."""
+        index = GATES.index(gate)
+        block: np.ndarray = array[..., index * self.filters : (index + 1) * self.filters]
+        return block
+
+    def _im2col_kernel(self, kernel: np.ndarray) -> np.ndarray:
+        """``(*K, C, 4F)`` -> ``(4F, C * prod(K))``: one row per output channel, the gate
+        blocks in step_order, the columns in im2col's ``(channel, *kernel)`` order."""
+        blocks = [self.gate_block(kernel, gate) for gate in self.step_order]  # each (*K, C, F)
+        stacked = np.concatenate(blocks, axis=-1)  # (*K, C, 4F) in step_order
+        axes = (self.rank + 1, self.rank, *range(self.rank))  # -> (4F, C, *K)
+        return np.ascontiguousarray(stacked.transpose(axes).reshape(stacked.shape[-1], -1))
+
+    def _prepare(self) -> None:
+        assert self.kernel is not None and self.recurrent_kernel is not None
+        self._kernel_gates = self._im2col_kernel(self.kernel)
+        self._recurrent_gates = self._im2col_kernel(self.recurrent_kernel)
+        self._input_bias_gates = None
+        if self.bias is not None:
+            self._input_bias_gates = np.concatenate([self.gate_block(self.bias, gate) for gate in self.step_order])[:, None]
+
+    # ------------------------------------------------------------------ geometry
+    def bind(self, spatial_in: tuple[int, ...]) -> ConvLSTMCell:
+        """A shallow copy of this cell (weights shared) fixed to inputs of spatial size
+        ``spatial_in``, which the time loop can run. Raises if the convolution is empty."""
+        if len(spatial_in) != self.rank:
+            raise ValueError(f"{self.describe()} needs {self.rank} spatial axes; got {spatial_in}")
+        out = tuple(
+            conv_output_size(s, k, st, d, self.padding)
+            for s, k, st, d in zip(spatial_in, self.kernel_size, self.strides, self.dilation_rate)
+        )
+        if min(out) <= 0:
+            raise ValueError(
+                f"inputs with spatial size {spatial_in} are smaller than kernel_size={self.kernel_size} with "
+                f"dilation_rate={self.dilation_rate} and padding='valid'; the convolution would be empty (Keras refuses it too)"
+            )
+        if self.padding == "same":
+            input_pads = tuple(
+                same_padding(s, k, st, d) for s, k, st, d in zip(spatial_in, self.kernel_size, self.strides, self.dilation_rate)
+            )
+        else:
+            input_pads = tuple((0, 0) for _ in spatial_in)
+        recurrent_pads = tuple(same_padding(s, k, 1, 1) for s, k in zip(out, self.kernel_size))
+        bound = copy.copy(self)
+        bound.geometry = Geometry(tuple(spatial_in), out, input_pads, recurrent_pads)
+        return bound
+
+    def _geometry(self) -> Geometry:
+        if self.geometry is None:
+            raise ValueError(f"{self.describe()} has no spatial size yet: call it on inputs (or bind() it) first")
+        return self.geometry
+
+    @property
+    def output_size(self) -> int:
+        """Length of one flat state row in the loop: ``filters * prod(S_out)``."""
+        return math.prod(self._geometry().spatial_out) * self.filters
+
+    @property
+    def projection_width(self) -> int:
+        return 4 * self.output_size
+
+    @property
+    def flat_state_sizes(self) -> list[int]:
+        return [self.output_size] * 2
+
+    @property
+    def state_size(self) -> list[int]:
+        return [self.filters, self.filters]
+
+    def state_shape(self, batch: int) -> tuple[int, ...]:
+        """The Keras shape of ``h`` and ``c`` for a bound cell."""
+        out = self._geometry().spatial_out
+        return (batch, self.filters, *out) if self.data_format == "channels_first" else (batch, *out, self.filters)
+
+    def input_shape(self, batch: int) -> tuple[int, ...]:
+        """The Keras shape of one timestep of the inputs for a bound cell."""
+        spatial = self._geometry().spatial_in
+        channels = self.input_dim or 0
+        return (batch, channels, *spatial) if self.data_format == "channels_first" else (batch, *spatial, channels)
+
+    # ------------------------------------------------------------------ layout conversions
+    def to_rows(self, array: np.ndarray) -> np.ndarray:
+        """Keras layout ``(..., *S, ch)`` / ``(..., ch, *S)`` -> loop rows ``(..., ch * prod(S))``,
+        channels first (a view for ``channels_first``)."""
+        lead = array.ndim - self.rank - 1
+        if self.data_format == "channels_last":
+            array = np.moveaxis(array, -1, lead)
+        return array.reshape(*array.shape[:lead], -1)
+
+    def from_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Loop rows ``(..., F * prod(S_out))`` -> the Keras layout of a state / output."""
+        out = self._geometry().spatial_out
+        array = rows.reshape(*rows.shape[:-1], self.filters, *out)
+        if self.data_format == "channels_last":
+            array = np.moveaxis(array, rows.ndim - 1, -1)
+        return np.ascontiguousarray(array)
+
+    def check_state(self, value: Any, batch: int, argument: str) -> np.ndarray:
+        """One state given in Keras's layout, checked, as loop rows ``(batch, F * prod(S_out))``."""
+        array = as_float_array(value, self.dtype, argument)
+        expected = self.state_shape(batch)
+        if array.shape != expected:
+            layout = "(batch, filters, *spatial)" if self.data_format == "channels_first" else "(batch, *spatial, filters)"
+            raise ValueError(f"{argument} must have shape {layout} = {expected} for {self.describe()}; got {array.shape}")
+        return np.ascontiguousarray(self.to_rows(array))
+
+    def check_states(self, states: Any, batch: int, argument: str) -> list[np.ndarray]:
+        if not isinstance(states, (list, tuple)) or len(states) != 2:
+            raise ValueError(
+                f"{argument} must be a list [h, c] of 2 arrays for {self.describe()}; got {type(states).__name__}"
+                + (f" of {len(states)}" if isinstance(states, (list, tuple)) else "")
+            )
+        return [self.check_state(s, batch, f"{argument} ({name})") for s, name in zip(states, ("h", "c"))]
+
+    # ------------------------------------------------------------------ one step
+    def input_projection(self, inputs: np.ndarray) -> np.ndarray:
+        """The input convolution (plus bias) of loop rows ``(steps, batch, C * prod(S))``:
+        ``(gates, steps, batch, F * prod(S_out))`` in step_order (a view; one matmul per image)."""
+        assert self._kernel_gates is not None
+        geometry = self._geometry()
+        leading = inputs.shape[:-1]
+        images = inputs.reshape(-1, inputs.shape[-1] // math.prod(geometry.spatial_in), *geometry.spatial_in)
+        columns = im2col(images, self.kernel_size, self.strides, self.dilation_rate, geometry.input_pads)
+        projected = np.matmul(self._kernel_gates, columns)  # (n, 4F, prod(out))
+        if self._input_bias_gates is not None:
+            projected += self._input_bias_gates
+        gates = len(self.step_order)
+        return np.moveaxis(projected.reshape(*leading, gates, -1), -2, 0)
+
+    def _recurrent_conv(self, h_tm1: np.ndarray) -> np.ndarray:
+        """``conv(h_tm1, recurrent_kernel)`` (stride 1, ``same``) for rows ``(batch, F * prod(S_out))``:
+        ``(gates, batch, F * prod(S_out))`` (a view of one ``(batch, 4F, prod(S_out))`` array)."""
+        assert self._recurrent_gates is not None
+        geometry = self._geometry()
+        batch = h_tm1.shape[0]
+        images = h_tm1.reshape(batch, self.filters, *geometry.spatial_out)
+        ones = (1,) * self.rank
+        columns = im2col(images, self.kernel_size, ones, ones, geometry.recurrent_pads)
+        z = np.matmul(self._recurrent_gates, columns)  # (batch, 4F, prod(S_out))
+        return np.moveaxis(z.reshape(batch, len(self.step_order), -1), 1, 0)
+
+    def _apply(self, function: Activation, x: np.ndarray, in_place: bool) -> np.ndarray:
+        """An activation of loop rows ``x`` (any leading axes): element-wise ones directly
+        (``in_place``: into ``x``), the others on the array in Keras's layout."""
+        if function in _ELEMENTWISE:
+            if in_place:
+                return activations.in_place(function)(x)
+            return function(x)
+        keras_layout = self.from_rows(x)
+        result = np.asarray(function(keras_layout), dtype=x.dtype)
+        rows = self.to_rows(result)
+        if in_place:
+            x[...] = rows
+            return x
+        return np.ascontiguousarray(rows)
+
+    def recurrent_step(
+        self, x_proj: np.ndarray, states: list[np.ndarray], record: StepRecord | None = None
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The step after the input convolution: ``x_proj`` ``(gates, batch, F * prod(S_out))``
+        may be overwritten; ``states`` are rows and are never modified. ConvLSTM has no
+        backpropagation yet, so there is nothing to ``record``."""
+        if record is not None:
+            raise NotImplementedError("rnnparity.gradients does not cover ConvLSTM layers yet")
+        h_tm1, c_tm1 = states
+        z = self._recurrent_conv(h_tm1)
+        z += x_proj
+        i, f, o = self._apply(self.recurrent_activation, z[:3], in_place=True)
+        candidate = self._apply(self.activation, z[3], in_place=True)
+        c = f * c_tm1
+        c += np.multiply(i, candidate, out=i)
+        h = o * self._apply(self.activation, c, in_place=False)
+        return h, [h, c]
+
+    def __call__(self, inputs: ArrayLike, states: Any) -> tuple[np.ndarray, Any]:
+        """One timestep in Keras's layout: ``x_t`` ``(batch, *S, C)`` (or ``(batch, C, *S)``),
+        ``states`` ``[h, c]``; returns ``(h, [h, c])``."""
+        self.require_built()
+        x = as_float_array(inputs, self.dtype, "inputs")
+        if x.ndim != self.rank + 2:
+            raise ValueError(f"inputs of one step must be rank {self.rank + 2} for {self.describe()}; got shape {x.shape}")
+        channel_axis = 1 if self.data_format == "channels_first" else -1
+        if x.shape[channel_axis] != self.input_dim:
+            raise ValueError(
+                f"inputs have {x.shape[channel_axis]} channels (axis {channel_axis}, {self.data_format}); "
+                f"{self.describe()} was given weights for {self.input_dim}"
+            )
+        spatial = x.shape[2:] if self.data_format == "channels_first" else x.shape[1:-1]
+        bound = self.bind(tuple(spatial))
+        rows = bound.check_states(states, x.shape[0], "states")
+        with np.errstate(over="ignore", invalid="ignore"):
+            projected = bound.input_projection(bound.to_rows(x)[None])[:, 0]
+            h, (_, c) = bound.recurrent_step(projected, rows)
+        new_h = bound.from_rows(h)
+        return new_h, [new_h.copy(), bound.from_rows(c)]
+
+    # ------------------------------------------------------------------ config
+    def _extra_config(self) -> dict[str, Any]:
+        return {"unit_forget_bias": self.unit_forget_bias}
+
+    def get_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "data_format": self.data_format,
+            "dilation_rate": self.dilation_rate,
+            "activation": self.activation_name,
+            "recurrent_activation": self.recurrent_activation_name,
+            "use_bias": self.use_bias,
+            "unit_forget_bias": self.unit_forget_bias,
+            "dtype": dtype_config(self.dtype, self.keras_version),
+        }
+        for key in ("dropout", "recurrent_dropout"):
+            config[key] = self.training_only_args.get(key, 0.0)
+        return config
+
+
+class ConvLSTM1DCell(ConvLSTMCell):
+    """:class:`ConvLSTMCell` with ``rank=1``."""
+
+    def __init__(self, filters: int, kernel_size: int | Sequence[int], **kwargs: Any) -> None:
+        super().__init__(1, filters, kernel_size, **kwargs)
+
+
+class ConvLSTM2DCell(ConvLSTMCell):
+    """:class:`ConvLSTMCell` with ``rank=2``."""
+
+    def __init__(self, filters: int, kernel_size: int | Sequence[int], **kwargs: Any) -> None:
+        super().__init__(2, filters, kernel_size, **kwargs)
+
+
+class ConvLSTM3DCell(ConvLSTMCell):
+    """:class:`ConvLSTMCell` with ``rank=3``."""
+
+    def __init__(self, filters: int, kernel_size: int | Sequence[int], **kwargs: Any) -> None:
+        super().__init__(3, filters, kernel_size, **kwargs)
+
+
+class ConvLSTM(RecurrentLayer):
+    """The layer around a :class:`ConvLSTMCell`: Keras's ``ConvLSTM`` base (an ``RNN``).
+    Returns ``output`` or ``output, h, c`` (a tuple in Keras 3, a list in Keras 2)."""
+
+    rank: ClassVar[int]
+    cell_class = ConvLSTMCell
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int | Sequence[int],
+        strides: int | Sequence[int] = 1,
+        padding: str = "valid",
+        data_format: str | None = None,
+        dilation_rate: int | Sequence[int] = 1,
+        activation: ActivationLike = "tanh",
+        recurrent_activation: ActivationLike = KERAS_DEFAULT,
+        use_bias: bool = True,
+        unit_forget_bias: bool = True,
+        return_sequences: bool = False,
+        return_state: bool = False,
+        go_backwards: bool = False,
+        stateful: bool = False,
+        zero_output_for_mask: bool = False,
+        dtype: Any = "float32",
+        keras_version: int = 3,
+        backend: str = "tensorflow",
+        time_major: bool = False,
+        **training_only_args: Any,
+    ) -> None:
+        if check_bool(time_major, "time_major"):
+            raise ValueError("time_major=True is not supported by Keras's ConvLSTM layers; got time_major=True")
+        if training_only_args.get("unroll"):
+            raise ValueError("unroll=True is refused by Keras's ConvLSTM layers; got unroll=True")
+        cell = ConvLSTMCell(
+            self.rank,
+            filters,
+            kernel_size,
+            strides,
+            padding,
+            data_format,
+            dilation_rate,
+            activation,
+            recurrent_activation,
+            use_bias,
+            unit_forget_bias,
+            dtype,
+            keras_version,
+            **training_only_args,
+        )
+        super().__init__(cell, return_sequences, return_state, go_backwards, stateful, zero_output_for_mask, False, backend)
+        self.conv_cell = cell
+
+    # Keras's attribute names
+    @property
+    def filters(self) -> int:
+        return self.conv_cell.filters
+
+    @property
+    def kernel_size(self) -> tuple[int, ...]:
+        return self.conv_cell.kernel_size
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        return self.conv_cell.strides
+
+    @property
+    def padding(self) -> str:
+        return self.conv_cell.padding
+
+    @property
+    def data_format(self) -> str:
+        return self.conv_cell.data_format
+
+    @property
+    def dilation_rate(self) -> tuple[int, ...]:
+        return self.conv_cell.dilation_rate
+
+    @property
+    def recurrent_activation(self) -> str:
+        return self.conv_cell.recurrent_activation_name
+
+    @property
+    def unit_forget_bias(self) -> bool:
+        return self.conv_cell.unit_forget_bias
+
+    # ------------------------------------------------------------------ state
+    def reset_state(self, states: Any = None) -> None:
+        """Zero the carried states of a stateful layer, or set them to ``states`` ``[h, c]``
+        in Keras's layout."""
+        if not self.stateful:
+            raise ValueError("reset_state() is for stateful layers; this layer was built with stateful=False")
+        if states is None:
+            if self._states is not None:
+                self._states = [np.zeros_like(s) for s in self._states]
+            return
+        if not isinstance(states, (list, tuple)) or len(states) != 2:
+            raise ValueError(f"states must be a list [h, c] of 2 arrays; got {type(states).__name__}")
+        arrays = [as_float_array(s, self.dtype, f"states ({n})") for s, n in zip(states, ("h", "c"))]
+        if arrays[0].shape != arrays[1].shape or arrays[0].ndim != self.rank + 2:
+            raise ValueError(
+                f"states (h, c) must both have rank {self.rank + 2} and one shape; got {arrays[0].shape} and {arrays[1].shape}"
+            )
+        if self._expected_batch_size is not None and arrays[0].shape[0] != self._expected_batch_size:
+            raise ValueError(
+                f"states have batch size {arrays[0].shape[0]}; this stateful layer carries batch size {self._expected_batch_size}"
+            )
+        self._states = arrays
+        self._expected_batch_size = arrays[0].shape[0]
+
+    # ------------------------------------------------------------------ call
+    def _sequence_inputs(self, x: np.ndarray) -> tuple[np.ndarray, ConvLSTMCell]:
+        """``x`` checked; returns the time-major loop rows ``(T, batch, C * prod(S))`` and the bound cell."""
+        cell = self.conv_cell
+        if x.ndim != self.rank + 3:
+            layout = (
+                "(batch, time, channels, *spatial)"
+                if cell.data_format == "channels_first"
+                else "(batch, time, *spatial, channels)"
+            )
+            raise ValueError(f"inputs must be rank {self.rank + 3} {layout} for ConvLSTM{self.rank}D; got shape {x.shape}")
+        channel_axis = 2 if cell.data_format == "channels_first" else -1
+        if x.shape[channel_axis] != cell.input_dim:
+            raise ValueError(
+                f"inputs have {x.shape[channel_axis]} channels (axis {channel_axis}, {cell.data_format}); "
+                f"{cell.describe()} was given weights for {cell.input_dim}"
+            )
+        if x.shape[1] == 0:
+            raise ValueError(f"inputs have 0 timesteps (shape {x.shape}); Keras refuses an empty sequence too")
+        spatial = x.shape[3:] if cell.data_format == "channels_first" else x.shape[2:-1]
+        bound = cell.bind(tuple(spatial))
+        rows = bound.to_rows(x)  # (batch, T, C * prod(S))
+        return rows.transpose(1, 0, 2), bound
+
+    def _starting_states(self, initial_state: Any, bound: ConvLSTMCell, batch: int) -> list[np.ndarray]:
+        if self.stateful and self._expected_batch_size is not None and batch != self._expected_batch_size:
+            raise ValueError(
+                f"this stateful layer carries states for batch size {self._expected_batch_size}; "
+                f"got inputs with batch size {batch} (build a new layer)"
+            )
+        carried = None
+        if self.stateful and self._states is not None:
+            if self._states[0].shape != bound.state_shape(batch):
+                raise ValueError(
+                    f"this stateful layer carries states of shape {self._states[0].shape}; inputs of shape "
+                    f"{bound.input_shape(batch)} per step need {bound.state_shape(batch)}"
+                )
+            carried = [bound.to_rows(s).copy() for s in self._states]
+        if initial_state is not None:
+            given = bound.check_states(initial_state, batch, "initial_state")
+            if carried is not None and self.keras_version == 2 and any(np.count_nonzero(s) for s in carried):
+                return carried  # Keras 2 uses the carried states whenever any is non-zero
+            return given
+        if carried is not None:
+            return carried
+        return [np.zeros((batch, bound.output_size), dtype=self.dtype) for _ in range(2)]
+
+    def __call__(
+        self,
+        inputs: ArrayLike,
+        initial_state: Any = None,
+        mask: ArrayLike | None = None,
+        training: bool | None = None,
+    ) -> LayerOutput:
+        """Run the layer on ``(batch, time, *S, C)`` (or ``(batch, time, C, *S)``) inputs;
+        ``mask`` is ``(batch, time)``. Returns exactly what the emulated Keras returns."""
+        self.cell.require_built()
+        if training and self.cell.dropout_active:
+            raise ValueError(
+                "training=True with dropout > 0 draws random masks that a twin cannot reproduce; call with training=False"
+            )
+        x = as_float_array(inputs, self.dtype, "inputs")
+        time_rows, bound = self._sequence_inputs(x)
+        timesteps, batch, _ = time_rows.shape
+        time_mask = self._check_mask(mask, batch, timesteps)
+        states = self._starting_states(initial_state, bound, batch)
+        outputs = np.empty((timesteps, batch, bound.output_size), dtype=self.dtype) if self.return_sequences else None
+        with np.errstate(over="ignore", invalid="ignore"):
+            last_output, final_states = run_time_loop(
+                bound, time_rows, states, time_mask, self.go_backwards, self.zero_output_for_mask, outputs, self.backend
+            )
+        keras_states = [bound.from_rows(s) for s in final_states]
+        if self.stateful:
+            self._states = [s.copy() for s in keras_states]
+            self._expected_batch_size = batch
+        if outputs is not None:
+            output = np.ascontiguousarray(bound.from_rows(outputs).swapaxes(0, 1))
+        else:
+            output = bound.from_rows(last_output)
+        if not self.return_state:
+            return output
+        packed = [output, *keras_states]
+        return tuple(packed) if self.keras_version == 3 else packed
+
+    # ------------------------------------------------------------------ config
+    def get_config(self) -> dict[str, Any]:
+        """The Keras ``get_config()`` keys that decide what the layer computes."""
+        args = self.cell.training_only_args
+        config = self._rnn_config(args.get("name"), args.get("trainable", True), False)
+        config.pop("time_major", None)
+        config.update(self.conv_cell.get_config())
+        config["dtype"] = dtype_config(self.dtype, self.keras_version)
+        return config
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(filters={self.filters}, kernel_size={self.kernel_size}, "
+            f"keras_version={self.keras_version}, dtype={self.dtype.name!r}, data_format={self.data_format!r}, "
+            f"return_sequences={self.return_sequences}, return_state={self.return_state})"
+        )
+
+
+class ConvLSTM1D(ConvLSTM):
+    """NumPy twin of ``keras.layers.ConvLSTM1D``: inputs ``(batch, time, length, channels)``."""
+
+    rank = 1
+
+
+class ConvLSTM2D(ConvLSTM):
+    """NumPy twin of ``keras.layers.ConvLSTM2D``: inputs ``(batch, time, rows, cols, channels)``."""
+
+    rank = 2
+
+
+class ConvLSTM3D(ConvLSTM):
+    """NumPy twin of ``keras.layers.ConvLSTM3D``: inputs ``(batch, time, d1, d2, d3, channels)``."""
+
+    rank = 3
