@@ -173,6 +173,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="write test vectors: per recurrent-layer call an .npz (input, mask, initial states, Keras-layout weights, "
         "every output and state) and an index.json",
     )
+    from rnnparity.cli import against
+
+    against.add_arguments(verify)
     bench = commands.add_parser(
         "bench",
         help="time the twins against the same Keras layer (eager, predict, tf.function, XLA) and the GEMM floor",
@@ -207,8 +210,12 @@ def parse_overrides(items: Sequence[str] | None) -> dict[str | None, dict[str, o
 def run_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import json
 
+    from rnnparity.cli import against
     from rnnparity.files import verify
 
+    if problem := against.misplaced_option(args):
+        err.write(f"rnnparity verify: {problem}\n")
+        return EXIT_ERROR
     for name in ("timesteps", "batch_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -224,6 +231,8 @@ def run_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.json_path and (problem := writable_file_problem(args.json_path)):
         err.write(f"rnnparity verify: cannot write --json {args.json_path}: {problem}\n")
         return EXIT_ERROR
+    if args.against:
+        return against.run_against(args, out, err, rnnparity.__version__)
     if args.export and (problem := writable_directory_problem(args.export)):
         err.write(f"rnnparity verify: cannot write --export {args.export}: {problem}\n")
         return EXIT_ERROR
