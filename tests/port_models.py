@@ -89,8 +89,11 @@ def to_onnx(model: Any, path: Path) -> Path:
     import tensorflow as tf
     import tf2onnx
 
-    spec = [tf.TensorSpec((None, None, FEATURES) if model.inputs[0].shape[0] is None else (BATCH, TIMESTEPS, FEATURES),
-                          tf.float32, name="x")]
+    spec = [
+        tf.TensorSpec(
+            (None, None, FEATURES) if model.inputs[0].shape[0] is None else (BATCH, TIMESTEPS, FEATURES), tf.float32, name="x"
+        )
+    ]
     function = tf.function(lambda x: model(x, training=False))
     tf2onnx.convert.from_function(function, input_signature=spec, opset=17, output_path=str(path))
     return path

@@ -144,7 +144,7 @@ def serve(model_path: str, stdin: TextIO, stdout: TextIO) -> int:
         named = {f"output_{i}": r for i, r in enumerate(results)}
         for layer, values in layers.items():
             named.update({f"{layer}/{i}": v for i, v in enumerate(values)})
-        np.savez(request["outputs"], **named)
+        np.savez(request["outputs"], **named)  # type: ignore[arg-type]
         _reply(stdout, {"done": True})
     return 0
 
