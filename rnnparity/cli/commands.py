@@ -85,6 +85,9 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="write a versioned report (environment, checksums, Keras output samples, parity) for `rnnparity diff`",
     )
+    from rnnparity.cli import backends
+
+    backends.add_arguments(check)
 
     diff = commands.add_parser("diff", help="compare the Keras numbers of two `check --json` reports")
     diff.add_argument("old", metavar="OLD.json")
@@ -548,6 +551,10 @@ def run_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.show_failures < 0:
         err.write(f"rnnparity check: --show-failures must be 0 or more; got {args.show_failures}\n")
         return EXIT_ERROR
+    if args.backend is not None and os.environ.get("KERAS_BACKEND", "tensorflow") != args.backend:
+        from rnnparity.cli import backends
+
+        return backends.run_check_on_backend(args, out, err)
     # Checked before TensorFlow is imported: a bad path fails at once, in one line.
     if args.json_path and (problem := writable_file_problem(args.json_path)):
         err.write(f"rnnparity check: cannot write --json {args.json_path}: {problem}\n")
