@@ -118,3 +118,30 @@ def test_check_backend_not_installed_is_one_line(monkeypatch: pytest.MonkeyPatch
     assert main(["check", "--backend", "torch"]) == 2
     err = capsys.readouterr().err
     assert err == "rnnparity check: --backend torch: the torch backend is not installed (no torch package)\n"
+
+
+@pytest.mark.parametrize("cls_name", ["LSTM", "GRU", "SimpleRNN"])
+def test_twins_masked_step_rule_per_backend(cls_name: str) -> None:
+    """Before the first unmasked step, torch's loop repeats a zero output as TensorFlow's does,
+    NumPy's the initial h as JAX's does (Keras 3.15, keras/src/backend/*/rnn.py; measured
+    against Keras by test_check_runs_on_another_backend). The two rules must differ here."""
+    import numpy as np
+
+    import rnnparity
+    from rnnparity.compare import assert_parity, compare
+    from rnnparity.layout import weight_shapes
+
+    rng = np.random.default_rng(11)
+    inputs = rng.normal(0.0, 1.5, size=(2, 4, 3))
+    mask = np.array([[False, False, True, True], [True, False, True, False]])
+    kind = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "simple_rnn"}[cls_name]
+    weights = [rng.normal(0.0, 0.6, shape) for shape in weight_shapes(kind, 3, 3, True, True)]
+    initial = [rng.normal(0.0, 1.0, (2, 3)) for _ in range(2 if cls_name == "LSTM" else 1)]
+    results = {}
+    for backend in ("tensorflow", "torch", "jax", "numpy"):
+        twin = getattr(rnnparity, cls_name)(3, return_sequences=True, dtype="float64", backend=backend)
+        twin.set_weights(weights)
+        results[backend] = twin(inputs, initial_state=initial, mask=mask)
+    assert_parity(results["tensorflow"], results["torch"], context=f"{cls_name} torch vs tensorflow")
+    assert_parity(results["jax"], results["numpy"], context=f"{cls_name} numpy vs jax")
+    assert not compare(results["tensorflow"], results["jax"]).ok  # the two rules differ at the early masked steps
