@@ -113,3 +113,35 @@ CONVERTERS: dict[str, Callable[[Any, Path], Path]] = {"onnx": to_onnx, "tflite":
 
 def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def measure(kinds: list[str], runtimes: list[str], folder: Path) -> None:
+    """Print one line per model kind and runtime: the verdict and each call's largest error.
+    ``python tests/port_models.py KIND,... RUNTIME,... [FOLDER]`` (docs/ports.md's table)."""
+    from rnnparity.files.ports import PortError, verify_against
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind in kinds:
+        model = build(kind)
+        path = folder / f"{kind}.keras"
+        model.save(path)
+        for runtime in runtimes:
+            try:
+                port = str(CONVERTERS[runtime](model, folder / f"{kind}.{runtime}")) if runtime in CONVERTERS else runtime
+                report = verify_against(str(path), port, calls=3 if kind.startswith("stateful") else 2)
+            except (PortError, ValueError) as exc:
+                print(f"{kind:20s} {runtime:8s} error: {exc}")
+                continue
+            errors = " ".join(f"{row.max_abs:.2g}" for row in report.outputs)
+            verdict = "ok" if report.ok else "DIFFERS"
+            note = "; state not carried" if report.state_note.startswith("the state was not carried") else ""
+            print(f"{kind:20s} {runtime:8s} {verdict:8s} per call: {errors:24s} kernels: {report.kernels}{note}", flush=True)
+
+
+if __name__ == "__main__":
+    import sys
+    import tempfile
+
+    quiet_tensorflow()
+    target = Path(sys.argv[3]) if len(sys.argv) > 3 else Path(tempfile.mkdtemp(prefix="rnnparity-ports-"))
+    measure(sys.argv[1].split(","), sys.argv[2].split(","), target)

@@ -88,6 +88,9 @@ class BackendPort(Port):
     def kernel_of(self, tensor: str) -> str:
         return f"Keras on {self.backend}"
 
+    def kernel_summary(self) -> str:
+        return f"Keras's own recurrent loop on the {self.backend} backend"
+
     def close(self) -> None:
         if self.process.poll() is None:
             try:

@@ -115,6 +115,11 @@ def verify_against(
         port.close()
 
 
+def _port_words(message: str) -> str:
+    """The tolerance helper's message with the port named as such (it calls the other side the twin)."""
+    return message.replace(", twin=", ", port=")
+
+
 def _port_order(arrays: list[np.ndarray], input_order: list[int]) -> list[np.ndarray]:
     """Arrays in the Keras model's input order, rearranged into the port's."""
     return [arrays[input_order.index(i)] for i in range(len(arrays))]
@@ -184,7 +189,9 @@ def _run_calls(
             result = compare_arrays(reference, theirs.astype(reference.dtype), dtype=plan.dtype, context=f"call {call} {name}")
             status = "ok" if result.ok else "MISMATCH"
             report.outputs.append(
-                OutputResult(call, name, status, result.max_abs, result.max_rel, result.tolerance_used, result.message)
+                OutputResult(
+                    call, name, status, result.max_abs, result.max_rel, result.tolerance_used, _port_words(result.message)
+                )
             )
     return keras_layers, port_outputs
 

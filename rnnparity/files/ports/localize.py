@@ -70,7 +70,7 @@ def match_layers(
         if not results:
             rows.append(row)
             continue
-        closest: tuple[float, str, float, str] | None = None
+        closest: tuple[tuple[int, float], str, float, str] | None = None
         for which, reference in enumerate(results):
             for name, array in floating:
                 for layout, view in _views(array, reference.shape):
@@ -82,8 +82,11 @@ def match_layers(
                             f" ({layout})" if layout else ""
                         )
                         break
-                    if which == 0 and (closest is None or result.tolerance_used < closest[0]):
-                        closest = (result.tolerance_used, name, result.max_abs, layout)
+                    # The closest candidate, preferring tensors a recurrent kernel computed over
+                    # constants and other ops that merely share the shape.
+                    rank = (0 if port.kernel_of(name) else 1, result.tolerance_used)
+                    if which == 0 and (closest is None or rank < closest[0]):
+                        closest = (rank, name, result.max_abs, layout)
                 if row.status == "matches":
                     break
             if row.status == "matches":
