@@ -258,3 +258,22 @@ def test_other_backends(made, backend: str) -> None:
     report = _verify(model, backend, calls=2)
     assert f"backend {backend}" in report.runtime
     assert report.ok, [row.detail for row in report.outputs]
+
+
+@pytest.mark.slow
+@needs_tflite
+@pytest.mark.skipif(not flavor_available("tf-keras"), reason="the fused TFLite LSTM comes from tf_keras models")
+def test_tf_keras_lstm_becomes_the_fused_tflite_op(tmp_path: Path) -> None:
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras
+
+    inputs = tf_keras.Input(batch_shape=(2, 6, 3), name="x")
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(2, name="head")(tf_keras.layers.LSTM(5, name="lstm")(inputs)))
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.normal(0.0, 0.6, w.shape).astype("float32") for w in model.get_weights()])
+    model.save(tmp_path / "model.h5")
+    (tmp_path / "model.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    report = _verify(tmp_path / "model.h5", tmp_path / "model.tflite")
+    assert report.ok and report.kernels == "1 UNIDIRECTIONAL_SEQUENCE_LSTM"
+    assert report.layers[0].status == "matches" and "UNIDIRECTIONAL_SEQUENCE_LSTM (fused)" in report.layers[0].kernel

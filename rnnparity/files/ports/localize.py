@@ -63,7 +63,12 @@ def match_layers(
     from rnnparity.compare import compare_arrays
 
     rows = []
-    floating = [(name, array) for name, array in tensors if array.dtype.kind == "f"]
+    kernels = {name: port.kernel_of(name) for name, array in tensors if array.dtype.kind == "f"}
+    # Tensors a recurrent kernel computed come first: a fused TFLite LSTM also leaves its final
+    # state in an input tensor (a variable), and other ops may share the shape by chance.
+    floating = sorted(
+        ((name, array) for name, array in tensors if array.dtype.kind == "f"), key=lambda item: not kernels[item[0]]
+    )
     for info in keras.recurrent:
         row = LayerMatch(info.name, info.type, "not probed")
         results = layer_results.get(info.name)
@@ -77,14 +82,14 @@ def match_layers(
                     result = compare_arrays(reference, view.astype(reference.dtype), dtype=dtype)
                     if result.ok:
                         row.status, row.tensor, row.max_abs = "matches", name, result.max_abs
-                        row.kernel = port.kernel_of(name)
+                        row.kernel = kernels[name]
                         row.detail = f"its {'output' if which == 0 else f'state {which}'} is port tensor {name!r}" + (
                             f" ({layout})" if layout else ""
                         )
                         break
                     # The closest candidate, preferring tensors a recurrent kernel computed over
                     # constants and other ops that merely share the shape.
-                    rank = (0 if port.kernel_of(name) else 1, result.tolerance_used)
+                    rank = (0 if kernels[name] else 1, result.tolerance_used)
                     if which == 0 and (closest is None or rank < closest[0]):
                         closest = (rank, name, result.max_abs, layout)
                 if row.status == "matches":
@@ -97,7 +102,7 @@ def match_layers(
             else:
                 _, name, max_abs, layout = closest
                 row.status, row.tensor, row.max_abs = "differs", name, max_abs
-                row.kernel = port.kernel_of(name)
+                row.kernel = kernels[name]
                 row.detail = f"closest port tensor of its output's shape, {name!r}" + (f" ({layout})" if layout else "")
                 row.detail += f", is off by up to {max_abs:.3g}"
         rows.append(row)

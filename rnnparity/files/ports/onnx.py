@@ -51,6 +51,7 @@ class OnnxPort(Port):
         self.inputs = [self._info(i) for i in self.session.get_inputs()]
         self.outputs = [self._info(o) for o in self.session.get_outputs()]
         self.graph = self._graph()
+        self._producers: dict[str, Any] | None = None
 
     def _session(self, blob: bytes) -> Any:
         ort = _runtime()
@@ -108,7 +109,9 @@ class OnnxPort(Port):
     def kernel_of(self, tensor: str) -> str:
         if self.graph is None:
             return ""
-        producers = {name: node for node in self.graph.graph.node for name in node.output}
+        if self._producers is None:
+            self._producers = {name: node for node in self.graph.graph.node for name in node.output}
+        producers = self._producers
         seen, frontier = set(), [tensor]
         while frontier:
             name = frontier.pop(0)
