@@ -81,19 +81,20 @@ def run_against(args: argparse.Namespace, out: TextIO, err: TextIO, version: str
     except (ModelFileError, ValueError) as exc:  # PortError is a ModelFileError
         err.write(f"{prog}: {exc}\n")
         return EXIT_ERROR
+    code = EXIT_OK if report.ok else EXIT_MISMATCH
+    text = json.dumps(report.to_dict(), indent=2) + "\n"
+    if args.json_path == "-":  # stdout carries the JSON only, for piping
+        out.write(text)
+        return code
     out.write(f"rnnparity {version} verify {report.model} --against {report.port}\n")
     out.write(format_report(report) + "\n")
     if args.json_path:
-        text = json.dumps(report.to_dict(), indent=2) + "\n"
-        if args.json_path == "-":
-            out.write(text)
-        else:
-            try:
-                with open(args.json_path, "w", encoding="utf-8") as handle:
-                    handle.write(text)
-            except OSError as exc:
-                err.write(f"{prog}: cannot write --json {args.json_path}: {exc.strerror or exc}\n")
-                return EXIT_ERROR
+        try:
+            with open(args.json_path, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as exc:
+            err.write(f"{prog}: cannot write --json {args.json_path}: {exc.strerror or exc}\n")
+            return EXIT_ERROR
     if report.ok:
         out.write(f"PORT AGREES: {len(report.outputs)} output comparison(s) over {report.calls} call(s) within tolerance\n")
         return EXIT_OK
