@@ -144,6 +144,20 @@ def test_padding_choices(made, pad: str) -> None:
     assert report.ok and report.pad == pad and len(report.outputs) == 2
 
 
+@needs_onnx
+def test_user_inputs_go_to_both_sides(made, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    model, port = made("masked_gru_lstm", "onnx")
+    inputs = np.random.default_rng(4).normal(0.0, 1.5, size=(3, 5, 3)).astype("float32")
+    inputs[2, 3:] = 0.0  # padded steps (the model masks 0.0)
+    np.savez(tmp_path / "inputs.npz", x=inputs)
+    report = _verify(model, port, inputs_path=str(tmp_path / "inputs.npz"))
+    assert report.ok and report.inputs[0]["shape"] == [3, 5, 3] and report.seed is None
+    code, _, err = _cli(capsys, str(model), "--against", str(port), "--inputs", str(tmp_path / "inputs.npz"), "--calls", "2")
+    assert code == 2 and "--inputs gives the inputs of one call" in err
+
+
 def test_left_padding_moves_the_padded_steps_to_the_start(made) -> None:
     import numpy as np
 
