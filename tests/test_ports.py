@@ -97,7 +97,8 @@ def test_tf2onnx_port_of_stateful_lstm_fails_on_call_2(made, capsys: pytest.Capt
     assert "the state was not carried" in out and "PORT DIFFERS" in out
     code, out, err = _cli(capsys, str(model), "--against", str(port), "--calls", "3", "--json", "-")
     assert code == 1
-    report = json.loads(out)  # --json -: stdout holds the JSON report only
+    report = json.loads(out)  # --json -: stdout holds the JSON report only, and no file named '-' appears
+    assert not Path("-").exists()
     statuses = [(row["call"], row["status"]) for row in report["outputs"]]
     assert statuses == [(1, "ok"), (2, "MISMATCH"), (3, "MISMATCH")], statuses
     assert report["state_note"].startswith("the state was not carried"), report["state_note"]

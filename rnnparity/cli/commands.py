@@ -231,11 +231,14 @@ def run_verify(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write("rnnparity verify: --inputs gives the inputs; --timesteps, --batch-size and --seed shape random ones\n")
         return EXIT_ERROR
     # Output paths are checked before the model is loaded and run, not after.
+    if args.against:
+        if args.json_path and args.json_path != "-" and (problem := writable_file_problem(args.json_path)):
+            err.write(f"rnnparity verify: cannot write --json {args.json_path}: {problem}\n")
+            return EXIT_ERROR
+        return against.run_against(args, out, err, rnnparity.__version__)
     if args.json_path and (problem := writable_file_problem(args.json_path)):
         err.write(f"rnnparity verify: cannot write --json {args.json_path}: {problem}\n")
         return EXIT_ERROR
-    if args.against:
-        return against.run_against(args, out, err, rnnparity.__version__)
     if args.export and (problem := writable_directory_problem(args.export)):
         err.write(f"rnnparity verify: cannot write --export {args.export}: {problem}\n")
         return EXIT_ERROR
