@@ -210,6 +210,14 @@ def test_fixed_shape_port_sets_the_sizes_and_refuses_others(made, capsys: pytest
     assert "--batch-size 3" in err and "fixed size 2" in err and "port" in err, err
 
 
+@needs_onnx
+def test_dtype_the_port_does_not_take_is_refused(made, capsys: pytest.CaptureFixture[str]) -> None:
+    model, port = made("lstm", "onnx")
+    code, _, err = _cli(capsys, str(model), "--against", str(port), "--dtype", "float64")
+    assert code == 2 and err.count("\n") == 1
+    assert "input 'x' is float64 (Keras float32); the port's input x" in err and "float32" in err, err
+
+
 def test_unknown_port_and_misplaced_options(made, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = tmp_path / "nothing.keras"
     code, _, err = _cli(capsys, str(model), "--calls", "2")
