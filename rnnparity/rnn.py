@@ -45,8 +45,11 @@ LayerOutput = Union[np.ndarray, tuple, list]
 Recorder = Callable[[int], StepRecord]
 
 # Keras backends whose RNN loop the twins emulate. They differ in one place: at a masked
-# step before the first unmasked one, TensorFlow repeats a zero output, JAX the initial h.
-SUPPORTED_BACKENDS = {2: ("tensorflow",), 3: ("tensorflow", "jax")}
+# step before the first unmasked one, TensorFlow and torch repeat a zero output, JAX and
+# NumPy the initial h (their scan loops repeat states[0]; read in keras/src/backend/*/rnn.py
+# of Keras 3.15 and measured by `rnnparity check --backend`).
+SUPPORTED_BACKENDS = {2: ("tensorflow",), 3: ("tensorflow", "jax", "torch", "numpy")}
+REPEATS_INITIAL_H = ("jax", "numpy")
 
 __all__ = [
     "PROJECTION_CHUNK_BYTES",
@@ -99,12 +102,12 @@ def run_time_loop(
     the loop itself does only the recurrent matmul and the gates.
 
     A masked step repeats the previous output. Before the first unmasked step that is zeros
-    on the TensorFlow backend and the initial ``h`` on the JAX backend (Keras's JAX loop
-    repeats ``states[0]``, which equals the output at every later step).
+    on the TensorFlow and torch backends and the initial ``h`` on the JAX and NumPy backends
+    (their loops repeat ``states[0]``, which equals the output at every later step).
     """
     timesteps, batch, _ = inputs.shape
     zeros = np.zeros((batch, cell.output_size), dtype=cell.dtype)
-    previous_output = states[cell.output_state_index] if backend == "jax" else zeros
+    previous_output = states[cell.output_state_index] if backend in REPEATS_INITIAL_H else zeros
     chunk = projection_chunk(timesteps, batch, cell.projection_width, cell.dtype.itemsize)
     projected = np.empty((0, 0))  # (gates, steps, batch, units): the current chunk
     first = 0  # the timestep that projected[:, 0] belongs to

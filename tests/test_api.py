@@ -187,7 +187,7 @@ ERRORS = [
     (lambda: LSTM(3, bogus=1), TypeError, "unexpected keyword argument(s) ['bogus']"),
     (lambda: _lstm(dropout=0.5)(X, training=True), ValueError, "training=True with dropout > 0"),
     (lambda: _lstm().reset_state(), ValueError, "reset_state() is for stateful layers"),
-    (lambda: LSTM(3, backend="torch"), ValueError, "backend must be one of ('tensorflow', 'jax') for Keras 3"),
+    (lambda: LSTM(3, backend="mlx"), ValueError, "backend must be one of ('tensorflow', 'jax', 'torch', 'numpy') for Keras 3"),
     (lambda: LSTM(3, backend="jax", keras_version=2), ValueError, "backend must be one of ('tensorflow',) for Keras 2"),
 ]
 

@@ -4,6 +4,7 @@ layer and dtype, and optionally a versioned JSON report for ``rnnparity diff``."
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from collections import defaultdict
@@ -57,6 +58,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="write a versioned report (environment, checksums, Keras output samples, parity) for `rnnparity diff`; "
         "'-' writes it to stdout (the text then goes to stderr)",
     )
+    from rnnparity.cli import backends
+
+    backends.add_arguments(parser)
     return parser
 
 
@@ -120,6 +124,10 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     if args.show_failures < 0:
         raise CommandError(f"--show-failures must be 0 or more; got {args.show_failures}")
+    if args.backend is not None and os.environ.get("KERAS_BACKEND", "tensorflow") != args.backend:
+        from rnnparity.cli import backends
+
+        return backends.run_check_on_backend(args, out, err)
     check_output_file("--json", args.json_path)  # before TensorFlow is imported: a bad path fails at once
     text = text_stream(args.json_path, out, err)
     import_tensorflow_quietly()

@@ -9,9 +9,8 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 import rnnparity
-from rnnparity.cli.common import exit_codes
+from rnnparity.cli.common import EXIT_ERROR, exit_codes
 
-EXIT_OK, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
 PROG = "rnnparity drift"
 
 

@@ -98,6 +98,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="also write test vectors into DIR (as `rnnparity export MODEL DIR` does; DIR must be empty or new)",
     )
     parser.add_argument("--force", action="store_true", help="with --export: replace an earlier export in DIR")
+    from rnnparity.cli import against
+
+    against.add_arguments(parser)
     return parser
 
 
@@ -267,7 +270,16 @@ def verdict(report: Any, text: TextIO) -> int:
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import rnnparity
+    from rnnparity.cli import against
+
+    if problem := against.misplaced_option(args):
+        raise CommandError(problem)
     check_model_options(args)
+    if args.against:
+        if args.json_path and args.json_path != "-":
+            check_output_file("--json", args.json_path)
+        return against.run_against(args, out, err, rnnparity.__version__)
     # Output paths are checked before the model is loaded and run, not after.
     check_output_file("--json", args.json_path)
     if args.export:

@@ -338,6 +338,8 @@ def _backend_of(keras_version: int) -> str:
 
 
 def to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach") and hasattr(value, "requires_grad"):  # a torch tensor (the torch backend)
+        value = value.detach().cpu()
     if hasattr(value, "numpy"):
         return np.asarray(value.numpy())
     if hasattr(value, "value") and hasattr(value.value, "numpy"):

@@ -101,6 +101,37 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
         applies_between=lambda old, new: (old.get("keras_backend") == "jax") != (new.get("keras_backend") == "jax"),
     ),
     KnownDifference(
+        id="torch-float64-partly-float32",
+        applies_to="float64 GRU(reset_after=False) and SimpleRNN, and float64 LSTM/GRU called with a mask, on the torch backend",
+        versions="Keras 3.15 on torch 2.13 (CPU)",
+        reason="Keras computes part of these float64 layers in float32: measured errors 2.5e-8 to 1e-7 against an "
+        "exact float64 computation, where the TensorFlow backend gives ~1e-16. Unmasked float64 LSTM and "
+        "GRU(reset_after=True) stay exact (~1e-16). A Keras bug, reported here as data.",
+        handling="the parity suite compares float64 on the torch backend at the float32 tolerances "
+        "(tolerance_for); tests/test_backends.py requires the difference to persist and the exact cases to stay exact.",
+        matches_case=lambda config: (
+            config.get("dtype") == "float64"
+            and (
+                config.get("kind") == "simple_rnn"
+                or (config.get("kind") == "gru" and not config.get("reset_after", True))
+                or config.get("mask", "none") != "none"
+            )
+        ),
+        applies_between=lambda old, new: (old.get("keras_backend") == "torch") != (new.get("keras_backend") == "torch"),
+    ),
+    KnownDifference(
+        id="numpy-float64-partly-float32",
+        applies_to="every float64 LSTM, GRU and SimpleRNN on the numpy backend",
+        versions="Keras 3.15 on the numpy backend (NumPy 2.4)",
+        reason="Keras computes these float64 layers (partly) in float32: measured errors 5e-8 to 1.2e-7 against an "
+        "exact float64 computation; LSTM and SimpleRNN results hold float32 values only. A Keras bug, reported here "
+        "as data.",
+        handling="the parity suite compares float64 on the numpy backend at the float32 tolerances (tolerance_for); "
+        "tests/test_backends.py requires the difference to persist.",
+        matches_case=lambda config: config.get("dtype") == "float64",
+        applies_between=lambda old, new: (old.get("keras_backend") == "numpy") != (new.get("keras_backend") == "numpy"),
+    ),
+    KnownDifference(
         id="onednn-softmax-non-finite",
         applies_to="activation or recurrent_activation 'softmax', float32, on a step whose pre-activations hold inf "
         "or NaN (non-finite inputs or weights)",
@@ -248,8 +279,9 @@ def expected_keras_failure(config: CaseConfig, env: Environment) -> KnownKerasFa
 
 def tolerance_for(dtype: str, backend: str) -> tuple[float | None, float | None]:
     """``(rtol, atol)`` overrides for comparing a twin with Keras on ``backend``
-    (None: the per-dtype defaults). See ``xla-cpu-float64-tanh``."""
-    if backend == "jax" and dtype == "float64":
+    (None: the per-dtype defaults). See ``xla-cpu-float64-tanh``, ``torch-float64-partly-float32``
+    and ``numpy-float64-partly-float32``."""
+    if backend in ("jax", "torch", "numpy") and dtype == "float64":
         from rnnparity.compare import DEFAULT_TOLERANCES
 
         return DEFAULT_TOLERANCES["float32"]
