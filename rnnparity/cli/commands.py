@@ -533,7 +533,7 @@ class _Progress:
 
 
 def run_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from rnnparity.suite import keras_adapter, matrix, parity, report
+    from rnnparity.suite import check_matrix, keras_adapter, parity, report
     from rnnparity.suite.known_differences import expected_keras_failure
 
     if args.show_failures < 0:
@@ -550,7 +550,7 @@ def run_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_ERROR
     for line in environment_lines(handle):
         out.write(line + "\n")
-    cases = matrix.all_cases(handle.major, quick=args.quick)
+    cases = check_matrix.all_cases(handle.major, quick=args.quick)
     if args.select:
         cases = [c for c in cases if args.select in c.case_id]
     if not cases:
@@ -569,7 +569,7 @@ def run_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for done, case in enumerate(cases, 1):
         expected = expected_keras_failure(case.to_dict(), handle.environment)
         try:
-            result = parity.run_case(case, handle)
+            result = check_matrix.run(case, handle)
         except Exception as exc:
             if expected is not None and expected.matches_error(exc):
                 known_failures.append(f"{case.case_id} ({expected.id})")
@@ -580,7 +580,7 @@ def run_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             stale.append(f"{expected.id}: {case.case_id}")
         groups[(case.kind, case.dtype)].append(result)
         if args.json_path:
-            records.append(report.case_record(result, result.checksums or report.data_checksums(matrix.make_data(case))))
+            records.append(report.case_record(result, result.checksums or report.data_checksums(check_matrix.make_data(case))))
         if not result.ok:
             failures.append(result)
         progress.update(done, len(failures))
@@ -601,7 +601,8 @@ def run_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.json_path:
         options = {"keras": args.keras, "quick": args.quick, "select": args.select}
         try:
-            report.write_report(args.json_path, report.build_report(report.environment(handle), records, options))
+            families = check_matrix.family_names()
+            report.write_report(args.json_path, report.build_report(report.environment(handle), records, options, families))
         except OSError as exc:
             err.write(f"rnnparity check: cannot write --json {args.json_path}: {exc.strerror or exc}\n")
             return EXIT_ERROR
@@ -671,9 +672,10 @@ def run_diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
         return EXIT_ERROR
     shared = result.identical + result.within_tolerance + len(result.drifted)
+    per_family = ", ".join(f"{count} {name}" for name, count in sorted(result.shared_per_family.items()))
     out.write(
-        f"{shared} shared configurations: {result.identical} identical, {result.within_tolerance} changed within "
-        f"tolerance, {len(result.drifted)} drifted\n"
+        f"{shared} shared configurations{f' ({per_family})' if per_family else ''}: {result.identical} identical, "
+        f"{result.within_tolerance} changed within tolerance, {len(result.drifted)} drifted\n"
     )
     reasons = {d.id: d.reason for d in KNOWN_DIFFERENCES}
     for cause, drifts in sorted(result.groups.items(), key=lambda item: -len(item[1])):
@@ -701,6 +703,12 @@ def run_diff(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             shown = ", ".join(ids[: args.show])
             more = f", ... and {len(ids) - args.show} more" if len(ids) > args.show else ""
             out.write(f"\nonly in {label} report: {len(ids)} configurations: {shown}{more}\n")
+    for label, missing, data in (("old", result.family_not_in_old, old), ("new", result.family_not_in_new, new)):
+        for family, ids in sorted(missing.items()):
+            out.write(
+                f"\nnot in the {label} report: {len(ids)} {family} configurations: written by a version without "
+                f"{family} cases (report format {data['format_version']})\n"
+            )
     unexplained = [d for d in result.drifted if not d.causes]
     if not result.drifted:
         out.write("\nNO DRIFT\n")
