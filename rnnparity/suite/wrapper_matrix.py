@@ -68,9 +68,11 @@ class Inner:
 
     @property
     def label(self) -> str:
-        """Readable in a case id, e.g. ``gru-rb3-relu-hard_sigmoid-nobias``."""
+        """Readable in a case id, in the single-layer ids' words: ``gru-rb-u3-relu-hard_sigmoid-nobias``."""
         parts = [
-            self.kind + ("" if self.kind != "gru" else ("-ra" if self.reset_after else "-rb")) + str(self.units),
+            self.kind,
+            *(["ra" if self.reset_after else "rb"] if self.kind == "gru" else []),
+            f"u{self.units}",
             self.activation,
             *([self.recurrent_activation] if self.kind != "simple_rnn" else []),
             *(["nobias"] if not self.use_bias else []),
