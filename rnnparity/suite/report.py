@@ -140,6 +140,7 @@ def build_report(
     """A report of ``records``; ``families``: the families of cases the writing rnnparity
     has (default: those of the records), so ``diff`` can tell a family an older version did
     not have from cases left out by ``-k``."""
+    records = [r if "family" in r else {**r, "family": "layer"} for r in records]  # records older code built
     known = list(families) if families is not None else sorted({r["family"] for r in records})
     per_family = {name: sum(1 for r in records if r["family"] == name) for name in known}
     return {
