@@ -90,6 +90,8 @@ def test_check_runs_every_family() -> None:
     cases = check_matrix.all_cases(3, quick=True)
     assert {c.family for c in cases} == set(check_matrix.family_names()) == {"layer", "wrapper"}
     assert [c.case_id for c in cases if c.family == "layer"] == [c.case_id for c in matrix.all_cases(3, quick=True)]
+    layer, wrapper = len(matrix.all_cases(3, quick=True)), len(wrapper_matrix.wrapper_cases(3, quick=True))
+    assert check_matrix.describe_counts(cases).startswith(f"{layer} single-layer (LSTM, GRU, SimpleRNN), {wrapper} wrapper (")
 
 
 def test_a_hard_sigmoid_inside_a_wrapper_is_a_known_difference() -> None:
@@ -302,7 +304,7 @@ def test_check_writes_a_wrapper_case_into_a_format_2_report(tmp_path: pathlib.Pa
     path = tmp_path / "r.json"
     assert main(["check", "--keras", "keras3", "-k", case.case_id, "--json", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "1 configurations" in out and "rnn(stacked cells)" in out
+    assert "1 configurations: 1 wrapper (Bidirectional, RNN(cell), stacked cells)" in out and "rnn(stacked cells)" in out
     data = report.load_report(str(path))
     assert data["families"] == ["layer", "wrapper"]
     (record,) = data["cases"]

@@ -556,7 +556,7 @@ def run_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not cases:
         err.write(f"rnnparity check: no case id contains {args.select!r}\n")
         return EXIT_ERROR
-    out.write(f"{len(cases)} configurations\n")
+    out.write(f"{len(cases)} configurations: {check_matrix.describe_counts(cases)}\n")
     out.flush()
 
     progress = _Progress(len(cases), err)

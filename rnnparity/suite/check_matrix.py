@@ -60,3 +60,11 @@ def run(case: Any, handle: KerasHandle) -> parity.CaseResult:
 def make_data(case: Any) -> CaseData:
     """The seeded data of one case of any family."""
     return _BY_NAME[case.family].make_data(case)
+
+
+def describe_counts(cases: Sequence[Any]) -> str:
+    """How many of ``cases`` each family has, e.g. ``1252 single-layer (...), 320 wrapper (...)``."""
+    counts = {family.name: 0 for family in FAMILIES}
+    for case in cases:
+        counts[case.family] += 1
+    return ", ".join(f"{counts[f.name]} {f.description}" for f in FAMILIES if counts[f.name])
