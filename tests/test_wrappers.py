@@ -98,13 +98,15 @@ def test_bidirectional_matches_keras(
     backward_units_ = backward_options["units"] if backward_options else units
     weights += random_weights(rng, kind, backward_units_, input_dim, True, reset_after, dtype)
 
-    layers = handle.module.layers
-    keras_backward = getattr(layers, KERAS_LAYER[kind])(**backward_options) if backward_options else None
-    keras_layer = layers.Bidirectional(
-        getattr(layers, KERAS_LAYER[kind])(**forward_options), merge_mode=merge_mode, backward_layer=keras_backward, dtype=dtype
+    keras_layer = keras_adapter.build_bidirectional(
+        handle,
+        (kind, forward_options),
+        merge_mode,
+        (kind, backward_options) if backward_options else None,
+        dtype,
+        (batch, timesteps, input_dim),
+        weights,
     )
-    keras_layer.build((batch, timesteps, input_dim))
-    keras_layer.set_weights(weights)
     expected = keras_adapter.call_layer(handle, keras_layer, x, initial_state, mask)
 
     version = {"keras_version": handle.major, "backend": handle.backend}
@@ -239,7 +241,7 @@ def _stack_id(case: tuple) -> str:
 
 
 def _keras_cell(handle: KerasHandle, kind: str, units: int, options: dict[str, Any], dtype: str) -> Any:
-    return getattr(handle.module.layers, f"{KERAS_LAYER[kind]}Cell")(units, dtype=dtype, **options)
+    return keras_adapter.keras_cell(handle, kind, {"units": units, **options}, dtype)
 
 
 def _twin_cell(handle: KerasHandle, kind: str, units: int, options: dict[str, Any], dtype: str) -> Any:
@@ -278,13 +280,10 @@ def test_rnn_of_cells_matches_keras(flavor: str, stack: str, returns: tuple[bool
         initial_state = states[0] if single else states
 
     options = {"return_sequences": return_sequences, "return_state": return_state}
-    keras_cells = [_keras_cell(handle, kind, units, cell_options, dtype) for kind, units, cell_options in spec]
+    keras_cells = [(kind, {"units": units, **cell_options}) for kind, units, cell_options in spec]
+    keras_layer = keras_adapter.build_rnn(handle, keras_cells, not single, options, dtype, (batch, timesteps, input_dim), weights)
     twin_cells = [_twin_cell(handle, kind, units, cell_options, dtype) for kind, units, cell_options in spec]
-    keras_cell = keras_cells[0] if single else handle.module.layers.StackedRNNCells(keras_cells, dtype=dtype)
     twin_cell = twin_cells[0] if single else rnnparity.StackedRNNCells(twin_cells)
-    keras_layer = handle.module.layers.RNN(keras_cell, **options, dtype=dtype)
-    keras_layer.build((batch, timesteps, input_dim))
-    keras_layer.set_weights(weights)
     twin = rnnparity.RNN(twin_cell, **options, backend=handle.backend)
     twin.set_weights(weights)
 

@@ -119,7 +119,7 @@ def summary_table(groups: dict[tuple[str, str], list[CaseResult]]) -> str:
 
 
 def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from rnnparity.suite import keras_adapter, matrix, parity, report
+    from rnnparity.suite import check_matrix, keras_adapter, parity, report
     from rnnparity.suite.known_differences import expected_keras_failure
 
     if args.show_failures < 0:
@@ -137,12 +137,12 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise CommandError(str(exc)) from None
     for line in environment_lines(handle):
         text.write(line + "\n")
-    cases = matrix.all_cases(handle.major, quick=args.quick)
+    cases = check_matrix.all_cases(handle.keras_version, quick=args.quick)
     if args.select:
         cases = [c for c in cases if args.select in c.case_id]
     if not cases:
         raise CommandError(f"no case id contains {args.select!r}")
-    text.write(f"{len(cases)} configurations\n")
+    text.write(f"{len(cases)} configurations: {check_matrix.describe_counts(cases)}\n")
     text.flush()
 
     progress = Progress(len(cases), err)
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for done, case in enumerate(cases, 1):
         expected = expected_keras_failure(case.to_dict(), handle.environment)
         try:
-            result = parity.run_case(case, handle)
+            result = check_matrix.run(case, handle)
         except Exception as exc:
             if expected is not None and expected.matches_error(exc):
                 known_failures.append(f"{case.case_id} ({expected.id})")
@@ -166,7 +166,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             stale.append(f"{expected.id}: {case.case_id}")
         groups[(case.kind, case.dtype)].append(result)
         if args.json_path:
-            records.append(report.case_record(result, result.checksums or report.data_checksums(matrix.make_data(case))))
+            records.append(report.case_record(result, result.checksums or report.data_checksums(check_matrix.make_data(case))))
         if not result.ok:
             failures.append(result)
         progress.update(done, len(failures))
@@ -186,7 +186,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         text.write(f"known Keras failure no longer happens, the table entry may be stale: {entry}\n")
     if args.json_path:
         options = {"keras": args.keras, "quick": args.quick, "select": args.select}
-        payload = report.build_report(report.environment(handle), records, options)
+        payload = report.build_report(report.environment(handle), records, options, check_matrix.family_names())
         write_json("--json", args.json_path, payload, out, indent=1)
         if args.json_path != "-":
             text.write(f"report written to {args.json_path}\n")

@@ -173,9 +173,10 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "rnnparity versions?"
         )
     shared = result.identical + result.within_tolerance + len(result.drifted)
+    per_family = ", ".join(f"{count} {name}" for name, count in sorted(result.shared_per_family.items()))
     out.write(
-        f"{shared} shared configurations: {result.identical} identical, {result.within_tolerance} changed within "
-        f"tolerance, {len(result.drifted)} drifted\n"
+        f"{shared} shared configurations{f' ({per_family})' if per_family else ''}: {result.identical} identical, "
+        f"{result.within_tolerance} changed within tolerance, {len(result.drifted)} drifted\n"
     )
     printed_ids = False
     reasons = {d.id: d.reason for d in KNOWN_DIFFERENCES}
@@ -209,6 +210,12 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if ids:
             out.write(_one_sided(label, ids, mine, other, other_label, args.show))
             printed_ids = printed_ids or args.show > 0
+    for label, missing, data in (("old", result.family_not_in_old, old), ("new", result.family_not_in_new, new)):
+        for family, ids in sorted(missing.items()):
+            out.write(
+                f"\nnot in the {label} report: {len(ids)} {family} configurations: written by a version without "
+                f"{family} cases (report format {data['format_version']})\n"
+            )
     if printed_ids:
         out.write("\n" + legend() + "\n")
     unexplained = [d for d in result.drifted if not d.causes]

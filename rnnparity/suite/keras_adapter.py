@@ -363,6 +363,58 @@ def build_layer(
     return layer
 
 
+def keras_cell(handle: KerasHandle, kind: str, options: dict[str, Any], dtype: str) -> Any:
+    """An unbuilt Keras cell (``LSTMCell``, ``GRUCell``, ``SimpleRNNCell``) of ``kind`` with
+    ``options`` (``units`` included)."""
+    return getattr(handle.module.layers, f"{KERAS_CLASS_NAME[kind]}Cell")(dtype=dtype, **options)
+
+
+def build_bidirectional(
+    handle: KerasHandle,
+    forward: tuple[str, dict[str, Any]],
+    merge_mode: str | None,
+    backward: tuple[str, dict[str, Any]] | None,
+    dtype: str,
+    input_shape: tuple[int, int, int],
+    weights: list[np.ndarray],
+) -> Any:
+    """A built Keras ``Bidirectional`` around a ``(kind, options)`` layer, with an explicit
+    ``backward`` layer if given, and ``weights`` (forward layer's, then backward layer's)."""
+    layers = handle.module.layers
+    backward_layer = getattr(layers, KERAS_CLASS_NAME[backward[0]])(**backward[1]) if backward else None
+    layer = layers.Bidirectional(
+        getattr(layers, KERAS_CLASS_NAME[forward[0]])(**forward[1]),
+        merge_mode=merge_mode,
+        backward_layer=backward_layer,
+        dtype=dtype,
+    )
+    layer.build(input_shape)
+    layer.set_weights(weights)
+    return layer
+
+
+def build_rnn(
+    handle: KerasHandle,
+    cells: list[tuple[str, dict[str, Any]]],
+    stacked: bool,
+    options: dict[str, Any],
+    dtype: str,
+    input_shape: tuple[int, int, int],
+    weights: list[np.ndarray],
+) -> Any:
+    """A built Keras ``RNN`` of one cell (``stacked`` False) or of ``StackedRNNCells`` of
+    ``cells`` (``(kind, options)`` each), with ``options`` and ``weights`` (cell by cell)."""
+    layers = handle.module.layers
+    built = [keras_cell(handle, kind, cell_options, dtype) for kind, cell_options in cells]
+    if not stacked and len(built) != 1:
+        raise ValueError(f"an RNN of one cell needs one cell; got {len(built)} (stacked=False)")
+    cell = layers.StackedRNNCells(built, dtype=dtype) if stacked else built[0]
+    layer = layers.RNN(cell, **options, dtype=dtype)
+    layer.build(input_shape)
+    layer.set_weights(weights)
+    return layer
+
+
 def benchmark_callers(handle: KerasHandle, layer: Any, inputs: np.ndarray, contenders: list[str]) -> dict[str, Any]:
     """Zero-argument callables that run ``layer`` on ``inputs`` the ways Keras users run it:
     ``eager`` (a plain call), ``predict`` (``model.predict`` of a model holding only the

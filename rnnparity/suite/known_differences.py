@@ -20,6 +20,9 @@ Environment = Mapping[str, Any]
 
 
 def _uses(config: CaseConfig, name: str) -> bool:
+    inner = config.get("layers")
+    if isinstance(inner, list):  # a wrapper case: any layer or cell inside it
+        return any(_uses(layer, name) for layer in inner if isinstance(layer, Mapping))
     gated = config.get("kind") != "simple_rnn"
     return config.get("activation") == name or (gated and config.get("recurrent_activation") == name)
 

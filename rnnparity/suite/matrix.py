@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import zlib
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -36,6 +36,8 @@ class Case:
     """One parity configuration. ``keras_version`` is the Keras it is run against; it is not
     part of ``case_id`` or of the seeds, so the same configuration gets the same id and the
     same numbers under Keras 2 and Keras 3 (which is what ``rnnparity diff`` compares)."""
+
+    family: ClassVar[str] = "layer"  # see rnnparity.suite.check_matrix
 
     kind: str
     keras_version: int

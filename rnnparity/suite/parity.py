@@ -13,17 +13,18 @@ from typing import Any
 import numpy as np
 
 from rnnparity.compare import DEFAULT_TOLERANCES, Comparison, compare
-from rnnparity.rnn import RecurrentLayer
+from rnnparity.rnn import RecurrentLayer, flatten_nested
 from rnnparity.suite import keras_adapter
 from rnnparity.suite.known_differences import tolerance_for
 from rnnparity.suite.matrix import Case, make_data
 from rnnparity.suite.report import data_checksums
+from rnnparity.suite.wrapper_matrix import WrapperCase, make_wrapper_data, wrapper_twin
 from rnnparity.twin_classes import TWIN_CLASSES
 
 
 @dataclass
 class CaseResult:
-    case: Case
+    case: Case | WrapperCase
     ok: bool
     max_abs: float
     max_rel: float
@@ -210,5 +211,59 @@ def run_case(
         reported.message,
         max(c.tolerance_used for c in comparisons),
         outputs,
+        checksums,
+    )
+
+
+def keras_wrapper_layer(case: WrapperCase, handle: keras_adapter.KerasHandle, weights: list[np.ndarray]) -> Any:
+    """The Keras Bidirectional or RNN described by ``case``, built, with ``weights`` loaded."""
+    input_shape = (case.batch, case.timesteps, case.input_dim)
+    if case.wrapper == "bidirectional":
+        common = {**case.layer_options(), "dtype": case.dtype}
+        forward = (case.layers[0].kind, {**case.layers[0].options(), **common})
+        backward = None
+        if case.backward_layer:
+            backward = (case.layers[1].kind, {**case.layers[1].options(), **common, "go_backwards": True})
+        return keras_adapter.build_bidirectional(handle, forward, case.merge_mode, backward, case.dtype, input_shape, weights)
+    cells = [(cell.kind, cell.options()) for cell in case.layers]
+    return keras_adapter.build_rnn(
+        handle, cells, case.wrapper == "stacked", case.layer_options(), case.dtype, input_shape, weights
+    )
+
+
+def run_wrapper_case(
+    case: WrapperCase,
+    handle: keras_adapter.KerasHandle,
+    *,
+    twin_weights: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
+) -> CaseResult:
+    """Feed a wrapper case's seeded data to the Keras Bidirectional/RNN and to its twin and
+    compare every output and state, as :func:`run_case` does for single layers.
+    ``twin_weights`` deliberately corrupts the twin's weights (negative tests)."""
+    if case.keras_version != handle.major:
+        raise ValueError(f"case {case.case_id} is for Keras {case.keras_version}; got {handle.describe()}")
+    data = make_wrapper_data(case)
+    checksums = data_checksums(data)
+    weights = twin_weights(data.weights) if twin_weights else data.weights
+    twin = wrapper_twin(
+        case,
+        backend=handle.backend,
+        weights=weights,
+        resolve=lambda options: keras_adapter.twin_activations(options, handle.backend),
+    )
+    layer = keras_wrapper_layer(case, handle, data.weights)
+    rtol, atol = tolerance_for(case.dtype, handle.backend)
+    (call,) = data.calls
+    expected = keras_adapter.call_layer(handle, layer, call.inputs, call.initial_state, call.mask)
+    actual = twin(call.inputs, initial_state=call.initial_state, mask=call.mask)
+    comparison = compare(expected, actual, dtype=case.dtype, rtol=rtol, atol=atol, context=case.case_id)
+    return CaseResult(
+        case,
+        comparison.ok,
+        comparison.max_abs,
+        comparison.max_rel,
+        comparison.message,
+        comparison.tolerance_used,
+        flatten_nested(expected),
         checksums,
     )

@@ -5,6 +5,11 @@ the inputs (inputs, masks, initial states) and of the weights it was fed, the ch
 the Keras outputs and an evenly spaced sample of them (exact float64 values, enough to
 measure a change), and the parity result of the twin. ``diff_reports`` compares the Keras
 numbers of two reports and refuses to compare configurations fed different numbers.
+
+Format versions: 1 held single-layer cases only. 2 adds the families of cases
+(:mod:`rnnparity.suite.check_matrix`): the report lists the families its rnnparity ran
+(``families``) and each case names its own (``family``). Version 1 reports are read as
+reports of the ``layer`` family; other versions are refused.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 
 import rnnparity
 from rnnparity.compare import compare_arrays
+from rnnparity.rnn import flatten_nested
 from rnnparity.suite import known_differences
 from rnnparity.suite.keras_adapter import package_version, tensorflow_gelu_form, tensorflow_version
 from rnnparity.suite.matrix import CaseData
@@ -29,6 +35,7 @@ from rnnparity.suite.matrix import CaseData
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "READABLE_VERSIONS",
     "DiffResult",
     "Drift",
     "ReportError",
@@ -46,7 +53,8 @@ __all__ = [
 ]
 
 FORMAT = "rnnparity-check-report"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 SAMPLE_SIZE = 256
 
 
@@ -72,7 +80,8 @@ def data_checksums(data: CaseData) -> dict[str, str]:
     for call in data.calls:
         inputs.append(call.inputs)
         inputs.append(call.mask)
-        inputs.extend(call.initial_state if call.initial_state is not None else [None])
+        # Nested (a stack's per-cell states) flattened; a flat list gives the same bytes as before.
+        inputs.extend(flatten_nested(call.initial_state) if call.initial_state is not None else [None])
     return {"inputs_sha256": checksum(inputs), "weights_sha256": checksum(data.weights)}
 
 
@@ -116,6 +125,7 @@ def case_record(result: Any, checksums: dict[str, str]) -> dict[str, Any]:
     case = result.case
     return {
         "id": case.case_id,
+        "family": case.family,
         "config": case.to_dict(),
         "seed": case.seed,
         **checksums,
@@ -135,14 +145,27 @@ def _json_float(value: float) -> float | str:
     return value if math.isfinite(value) else repr(value)
 
 
-def build_report(env: dict[str, Any], records: list[dict[str, Any]], options: dict[str, Any]) -> dict[str, Any]:
+def build_report(
+    env: dict[str, Any], records: list[dict[str, Any]], options: dict[str, Any], families: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """A report of ``records``; ``families``: the families of cases the writing rnnparity
+    has (default: those of the records), so ``diff`` can tell a family an older version did
+    not have from cases left out by ``-k``."""
+    records = [r if "family" in r else {**r, "family": "layer"} for r in records]  # records older code built
+    known = list(families) if families is not None else sorted({r["family"] for r in records})
+    per_family = {name: sum(1 for r in records if r["family"] == name) for name in known}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "environment": env,
         "options": options,
-        "summary": {"configurations": len(records), "failed": sum(1 for r in records if not r["parity"]["ok"])},
+        "families": known,
+        "summary": {
+            "configurations": len(records),
+            "failed": sum(1 for r in records if not r["parity"]["ok"]),
+            "per_family": per_family,
+        },
         "cases": records,
     }
 
@@ -168,14 +191,26 @@ def load_report(path: str) -> dict[str, Any]:
         raise ReportError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     if not isinstance(report, dict) or report.get("format") != FORMAT:
         raise ReportError(f"{path}: not an rnnparity check report (reports come from `rnnparity check --json REPORT.json`)")
-    if report.get("format_version") != FORMAT_VERSION:
+    version = report.get("format_version")
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        readable = " and ".join(str(v) for v in READABLE_VERSIONS)
         raise ReportError(
-            f"{path}: report format version {report.get('format_version')!r}; this rnnparity reads version {FORMAT_VERSION}"
+            f"{path}: report format version {version!r}; this rnnparity reads versions {readable} "
+            f"(a newer rnnparity wrote it? upgrade, or write both reports with this one)"
         )
     cases = report.get("cases")
     if not isinstance(cases, list) or not isinstance(report.get("environment"), dict):
         raise ReportError(f"{path}: report has no 'cases' list or no 'environment'")
-    required = ("id", "config", "inputs_sha256", "weights_sha256", "outputs_sha256", "outputs_sample")
+    if version == 1:
+        # Version 1 predates families: every case is a single-layer one.
+        report["families"] = ["layer"]
+        for record in cases:
+            if isinstance(record, dict):
+                record.setdefault("family", "layer")
+    families = report.get("families")
+    if not isinstance(families, list) or not all(isinstance(f, str) for f in families):
+        raise ReportError(f"{path}: report format version 2 needs a 'families' list of names")
+    required = ("id", "family", "config", "inputs_sha256", "weights_sha256", "outputs_sha256", "outputs_sample")
     seen: set[str] = set()
     for index, record in enumerate(cases):
         if not isinstance(record, dict) or any(key not in record for key in required):
@@ -197,6 +232,8 @@ def _record_problem(record: dict[str, Any]) -> str | None:
     """What is wrong with the types of one case record (None if nothing): everything diff reads."""
     if not isinstance(record["id"], str):
         return f"'id' must be a string; got {type(record['id']).__name__}"
+    if not isinstance(record["family"], str):
+        return f"'family' must be a string; got {type(record['family']).__name__}"
     if not isinstance(record["config"], dict):
         return f"'config' must be an object; got {type(record['config']).__name__}"
     for key in ("inputs_sha256", "weights_sha256", "outputs_sha256"):
@@ -235,6 +272,10 @@ class DiffResult:
     drifted: list[Drift] = field(default_factory=list)
     only_old: list[str] = field(default_factory=list)
     only_new: list[str] = field(default_factory=list)
+    # Cases of a family the other report's rnnparity did not have, per family: ids.
+    family_not_in_old: dict[str, list[str]] = field(default_factory=dict)
+    family_not_in_new: dict[str, list[str]] = field(default_factory=dict)
+    shared_per_family: dict[str, int] = field(default_factory=dict)
     incompatible: list[str] = field(default_factory=list)
     not_observed: list[tuple[str, int]] = field(default_factory=list)
 
@@ -250,11 +291,21 @@ def diff_reports(old: dict[str, Any], new: dict[str, Any], rtol: float | None = 
     """Compare the Keras numbers of two reports, configuration by configuration."""
     old_cases = {r["id"]: r for r in old["cases"]}
     new_cases = {r["id"]: r for r in new["cases"]}
-    result = DiffResult(
-        only_old=sorted(set(old_cases) - set(new_cases)),
-        only_new=sorted(set(new_cases) - set(old_cases)),
-    )
+    result = DiffResult()
+    for here, there, there_families, only, by_family in (
+        (old_cases, new_cases, new.get("families", ["layer"]), result.only_old, result.family_not_in_new),
+        (new_cases, old_cases, old.get("families", ["layer"]), result.only_new, result.family_not_in_old),
+    ):
+        for case_id in sorted(set(here) - set(there)):
+            family = here[case_id].get("family", "layer")
+            if family in there_families:
+                only.append(case_id)
+            else:
+                by_family.setdefault(family, []).append(case_id)
     shared = [case_id for case_id in old_cases if case_id in new_cases]
+    for case_id in shared:
+        family = new_cases[case_id].get("family", "layer")
+        result.shared_per_family[family] = result.shared_per_family.get(family, 0) + 1
     for case_id in shared:
         a, b = old_cases[case_id], new_cases[case_id]
         if a["inputs_sha256"] != b["inputs_sha256"] or a["weights_sha256"] != b["weights_sha256"]:
