@@ -18,7 +18,11 @@ DEFAULT_SHOW = 5
 # How to read a case id (rnnparity.suite.matrix.Case.case_id), part by part, in order:
 # (as printed, pattern, meaning). A test checks every part of every id in the matrix is here.
 CASE_ID_LEGEND: tuple[tuple[str, str, str], ...] = (
-    ("lstm|gru|simple_rnn", r"lstm|gru|simple_rnn", "the layer"),
+    ("bidirectional|rnn|stacked", r"bidirectional|rnn|stacked", "a wrapper case: Bidirectional, RNN(cell), StackedRNNCells"),
+    ("lstm|gru|simple_rnn", r"lstm|gru|simple_rnn", "the layer (or cell)"),
+    ("a+b", r"", "in a wrapper case, the next cell of a stack, or (+bwd) Bidirectional's own backward_layer"),
+    ("bwd", r"bwd", "Bidirectional's backward_layer, described after it"),
+    ("merge-<mode>", r"merge|concat|sum|mul|ave|None", "Bidirectional's merge_mode"),
     ("ra|rb", r"ra|rb", "GRU reset_after True|False"),
     ("u3-d4-t5-b2", r"[udtb]\d+", "units, input_dim, timesteps, batch"),
     ("tanh-sigmoid", r"", "activation, then recurrent_activation (LSTM, GRU)"),
@@ -30,6 +34,7 @@ CASE_ID_LEGEND: tuple[tuple[str, str, str], ...] = (
     ("stateful", r"stateful", "stateful"),
     ("mask-<pattern>", r"mask-\w+", "a mask: right_padded, scattered, ..."),
     ("init", r"init", "initial_state given"),
+    ("bare", r"bare", "a lone cell's initial_state given as an array, not a list"),
     ("tmajor", r"tmajor", "time_major (Keras 2)"),
     ("f32|f64", r"f32|f64", "dtype"),
     ("x<scale>", r"x[\d.]+", "input scale when not 1.5"),
@@ -49,7 +54,7 @@ def unexplained_parts(case_id: str) -> list[str]:
     names = set(activations_for(2)) | set(activations_for(3))
     patterns = [pattern for _, pattern, _ in CASE_ID_LEGEND if pattern]
     masks = re.findall(r"mask-[a-z_]+", case_id)
-    parts = re.sub(r"mask-[a-z_]+", "", case_id).split("-") + masks
+    parts = re.split(r"[-+]", re.sub(r"mask-[a-z_]+", "", case_id)) + masks
     return [part for part in parts if part and part not in names and not any(re.fullmatch(p, part) for p in patterns)]
 
 
