@@ -30,7 +30,7 @@ CONV_TWIN_BY_KERAS_NAME: dict[str, type[RecurrentLayer]] = {
     "ConvLSTM3D": ConvLSTM3D,
 }
 
-# Recurrent Keras classes that model files and weight files may hold but that verify and the
-# HDF5 readers do not check yet, and why.
-_NOT_IN_FILES = "verify and the HDF5 readers do not check ConvLSTM layers yet (the twin exists: rnnparity.from_keras builds it)"
+# Recurrent Keras classes that weight files may hold but that the HDF5 readers (weights-only
+# files, explain FILE.h5) do not plan twins for yet, and why. Whole model files with them are verified.
+_NOT_IN_FILES = "weights-only files with ConvLSTM layers are not read yet (verify a whole model file instead)"
 NO_TWIN: dict[str, str] = dict.fromkeys(CONV_TWIN_BY_KERAS_NAME, _NOT_IN_FILES)

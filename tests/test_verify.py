@@ -65,12 +65,20 @@ def _masking_and_cells(k: Any) -> Any:
     return k.Model(inputs, x)
 
 
+def _conv_lstm(k: Any) -> Any:
+    inputs = k.Input((4, 6, 5, 2))
+    x = k.layers.ConvLSTM2D(3, (3, 3), padding="same", return_sequences=True, name="conv_same")(inputs)
+    x = k.layers.ConvLSTM2D(2, (2, 3), strides=(1, 2), go_backwards=True, name="conv_strided")(x)
+    return k.Model(inputs, k.layers.Flatten()(x))
+
+
 MODELS: dict[str, Callable[[Any], Any]] = {
     "tutorial": _tutorial,
     "stacked": _stacked,
     "bidirectional_embedding": _bidirectional_embedding,
     "encoder_decoder": _encoder_decoder,
     "masking_and_cells": _masking_and_cells,
+    "conv_lstm": _conv_lstm,
 }
 EXPECTED_LAYERS = {
     "tutorial": 1,
@@ -78,6 +86,7 @@ EXPECTED_LAYERS = {
     "bidirectional_embedding": 2,
     "encoder_decoder": 2,
     "masking_and_cells": 2,
+    "conv_lstm": 2,
 }
 
 

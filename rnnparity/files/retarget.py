@@ -38,6 +38,8 @@ def retarget(twin: Any, keras_version: int, backend: str = "tensorflow") -> Any:
             raise ValueError("time_major=True exists in Keras 2 only; Keras 3 has no such layer")
         layer = copy.deepcopy(twin)
         layer.cell = _retarget_cell(twin.cell, keras_version)
+        if hasattr(layer, "conv_cell"):  # ConvLSTM keeps its cell under both names
+            layer.conv_cell = layer.cell
         layer.keras_version = keras_version
         layer.backend = backend
         return layer
@@ -48,6 +50,7 @@ def retarget(twin: Any, keras_version: int, backend: str = "tensorflow") -> Any:
 
 def _retarget_cell(cell: Any, keras_version: int) -> Any:
     from rnnparity.activations import activations_for
+    from rnnparity.conv_lstm import ConvLSTMCell
     from rnnparity.stacked import StackedRNNCells
 
     if isinstance(cell, StackedRNNCells):
@@ -58,6 +61,14 @@ def _retarget_cell(cell: Any, keras_version: int) -> Any:
         # A named Keras activation takes the target's formula; a NumPy callable stays itself.
         return name if own.get(name) is function else function
 
+    if isinstance(cell, ConvLSTMCell):
+        config = cell.get_config()
+        config.pop("dtype")
+        config["activation"] = by_name(cell.activation_name, cell.activation)
+        config["recurrent_activation"] = by_name(cell.recurrent_activation_name, cell.recurrent_activation)
+        conv = ConvLSTMCell(rank=cell.rank, dtype=cell.dtype, keras_version=keras_version, **config)
+        conv.set_weights(cell.get_weights())
+        return conv
     kwargs: dict[str, Any] = {"units": cell.units, "activation": by_name(cell.activation_name, cell.activation)}
     if cell.has_recurrent_activation:
         kwargs["recurrent_activation"] = by_name(cell.recurrent_activation_name, cell.recurrent_activation)

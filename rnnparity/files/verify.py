@@ -59,7 +59,7 @@ from rnnparity.files.weights_check import check_file_weights, verify_weights
 from rnnparity.stacked import StackedRNNCells
 from rnnparity.suite import keras_adapter
 from rnnparity.suite.known_differences import tolerance_for
-from rnnparity.twin_classes import NO_TWIN, TWIN_BY_KERAS_NAME
+from rnnparity.twin_classes import CONV_TWIN_BY_KERAS_NAME, NO_TWIN, TWIN_BY_KERAS_NAME
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -89,8 +89,9 @@ __all__ = [
     "verify_weights",
 ]
 
-# Layer classes the twins cover (from_keras); the recurrent classes they do not are NO_TWIN's.
-TWINNED_CLASSES = (*TWIN_BY_KERAS_NAME, "RNN", "Bidirectional")
+# Layer classes the twins cover (from_keras), ConvLSTM included; NO_TWIN lists the recurrent
+# classes the HDF5 weight readers do not cover.
+TWINNED_CLASSES = (*TWIN_BY_KERAS_NAME, *CONV_TWIN_BY_KERAS_NAME, "RNN", "Bidirectional")
 
 
 def is_recurrent(layer: Any) -> bool:
@@ -230,8 +231,6 @@ def _restore_call(layer: Any) -> None:
 
 def _unsupported_reason(layer: Any) -> str:
     name = type(layer).__name__
-    if name in NO_TWIN:
-        return NO_TWIN[name]
     if name not in TWINNED_CLASSES:
         return f"{name} is a custom recurrent class; only {list(TWINNED_CLASSES)} have twins"
     return ""
