@@ -100,7 +100,6 @@ def _explain_model(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Explain every recurrent layer of a saved model (loaded as safely as ``verify`` does).
     An HDF5 file is read without Keras (:mod:`rnnparity.files.legacy`)."""
     from rnnparity.files import legacy, verify
-    from rnnparity.layout import explain_layout
 
     if os.path.isfile(args.kind) and legacy.is_hdf5(args.kind):
         return _explain_hdf5(args, out, err)
@@ -109,9 +108,15 @@ def _explain_model(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         _, model = verify.load_model(verify.read_model_file(args.kind))
     except verify.ModelFileError as exc:
         raise CommandError(str(exc)) from None
-    parts = [(layer, part, explain_layout(*settings)) for layer, part, settings in verify.explained_cells(model)]
+    parts = verify.explained_cells(model)
     pictures = (
-        [(_picture_path(args.plot, number, layer), data) for number, (layer, _, data) in enumerate(parts)] if args.plot else []
+        [
+            (_picture_path(args.plot, number, layer), data)
+            for number, (layer, _, data) in enumerate(parts)
+            if "units" in data  # ConvLSTM gate blocks are listed, not drawn
+        ]
+        if args.plot
+        else []
     )
     if args.format == "json":
         listing = [{"layer": layer, "part": part, "explain": data} for layer, part, data in parts]

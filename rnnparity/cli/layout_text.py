@@ -29,12 +29,16 @@ def render_explain(data: dict[str, Any], fmt: str) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}; got {fmt!r}")
     gates = data["gates"]
-    title = f"{data['kind']} units={data['units']} input_dim={data['input_dim']}"
+    if "filters" in data:  # a ConvLSTM (rnnparity.layout.explain_conv_lstm_layout)
+        size = "x".join(str(k) for k in data["kernel_size"])
+        title = f"{data['kind']} filters={data['filters']} kernel_size={size} input_channels={data['input_channels']}"
+    else:
+        title = f"{data['kind']} units={data['units']} input_dim={data['input_dim']}"
     if data["kind"] == "gru":
         title += f" reset_after={data['reset_after']}"
     header = ("gate", "kernel", "recurrent_kernel", "bias", "role")
     rows = [(g["gate"], g["kernel"], g["recurrent_kernel"], g["bias"], g["role"]) for g in gates]
-    shape_line = ", ".join(f"{name} {tuple(shape)}" for name, shape in data["shapes"].items())
+    shape_line = ", ".join(f"{name} {tuple(shape)}" for name, shape in data["shapes"].items() if shape is not None)
     equations = list(data["equations"])
     if fmt == "markdown":
         quoted = [tuple(f"`{c}`" if i < 4 else c for i, c in enumerate(row)) for row in rows]

@@ -243,9 +243,10 @@ def _twin_or_reason(layer: Any) -> Any:
         return str(exc)
 
 
-def explained_cells(model: Any) -> list[tuple[str, str, tuple[str, int, int, bool, bool]]]:
+def explained_cells(model: Any) -> list[tuple[str, str, dict[str, Any]]]:
     """For ``rnnparity explain MODEL``: per recurrent layer with a twin, each cell it runs,
-    as ``(layer name, which part, (kind, units, input_dim, reset_after, use_bias))``."""
+    as ``(layer name, which part, its gate layout)`` (:func:`rnnparity.layout.explain_layout`, or
+    :func:`~rnnparity.layout.explain_conv_lstm_layout` for a ConvLSTM)."""
     found = []
     for layer in layers_of(model):
         if not is_recurrent(layer) or _unsupported_reason(layer):
@@ -263,12 +264,23 @@ def explained_cells(model: Any) -> list[tuple[str, str, tuple[str, int, int, boo
             for index, one in cells:
                 words = [type(layer).__name__, direction, "" if index is None else f"cell {index}"]
                 cell_class = type(one).__name__.removesuffix("Cell")
-                if cell_class != type(layer).__name__:  # "LSTM", not "LSTM LSTM"
+                if not type(layer).__name__.startswith(cell_class):  # "LSTM", not "LSTM LSTM"
                     words.append(cell_class)
                 part = " ".join(w for w in words if w)
-                settings = (str(one.kind), int(one.units), int(one.input_dim or 0), bool(getattr(one, "reset_after", True)))
-                found.append((str(layer.name), part, (*settings, bool(one.use_bias))))
+                found.append((str(layer.name), part, _layout_of(one)))
     return found
+
+
+def _layout_of(cell: Any) -> dict[str, Any]:
+    """:func:`rnnparity.layout.explain_layout` (or its ConvLSTM form) for a twin's cell."""
+    from rnnparity.conv_lstm import ConvLSTMCell
+    from rnnparity.layout import explain_conv_lstm_layout, explain_layout
+
+    if isinstance(cell, ConvLSTMCell):
+        return explain_conv_lstm_layout(cell.rank, cell.filters, cell.kernel_size, int(cell.input_dim or 0), cell.use_bias)
+    return explain_layout(
+        str(cell.kind), int(cell.units), int(cell.input_dim or 0), bool(getattr(cell, "reset_after", True)), bool(cell.use_bias)
+    )
 
 
 def verify(
