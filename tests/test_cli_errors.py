@@ -230,7 +230,7 @@ def test_verify_refuses_output_paths_before_running(flavor: str, tmp_path: Path,
     handle = keras_handle(flavor)
     k = handle.module
     model = k.Sequential([k.Input((None, 3)), k.layers.GRU(2)])
-    path = tmp_path / ("model.keras" if handle.major == 3 else "model.h5")
+    path = tmp_path / ("model.keras" if handle.keras_version == 3 else "model.h5")
     model.save(str(path))
     blocker = tmp_path / "a-file"
     blocker.write_text("")

@@ -91,7 +91,7 @@ def _check_against_keras(flavor: str, case: ConvCase) -> list[tuple[str, Compari
         expected, layer = keras_results(handle, case, data)
         route = "same layout"
     except Exception as exc:
-        if case.stateful and handle.major == 2 and case.dtype == "float64" and keras_stateful_refuses_dtype(exc):
+        if case.stateful and handle.keras_version == 2 and case.dtype == "float64" and keras_stateful_refuses_dtype(exc):
             expected, layer = keras_results(handle, case, data, chain_states=True)
             route = "chained calls: tf_keras's stateful ConvLSTM refuses float64"
         elif case.data_format == "channels_first" and keras_refuses(exc):

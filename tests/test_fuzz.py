@@ -184,9 +184,9 @@ def check_composition_case(flavor: str, case: CompositionCase) -> None:
         )
         event(f"known Keras failure {failure.id}")
         return
-    high = _twin_composition(case, "float64", handle.major, "numpy", data.weights)
+    high = _twin_composition(case, "float64", handle.keras_version, "numpy", data.weights)
     arguments = {"initial_state": data.initial_state, "mask": data.mask}
-    if not _composition_decidable(case, handle.major, data, high(data.inputs, **arguments)):
+    if not _composition_decidable(case, handle.keras_version, data, high(data.inputs, **arguments)):
         # As for layers (check_layer_case): an undecidable float32 case is replayed in float64.
         if case.dtype == "float32":
             event("float32 undecidable (twin's float32 rounding): replayed in float64")
@@ -197,7 +197,7 @@ def check_composition_case(flavor: str, case: CompositionCase) -> None:
     expected = keras_adapter.call_layer(handle, keras_layer, data.inputs, data.initial_state, data.mask)
     rtol, atol = tolerance_for(case.dtype, handle.backend)
     reproduce = f"\nconfiguration: {case!r}\nreproduce: {composition_reproducer(case, flavor)}"
-    twin = _twin_composition(case, case.dtype, handle.major, handle.backend, data.weights)
+    twin = _twin_composition(case, case.dtype, handle.keras_version, handle.backend, data.weights)
     result = compare(expected, twin(data.inputs, **arguments), dtype=case.dtype, rtol=rtol, atol=atol)
     if not result.ok and case.dtype == "float32" and compare(expected, high(data.inputs, **arguments), dtype="float32").ok:
         event("float32 undecidable (Keras's float32 rounding): replayed in float64")

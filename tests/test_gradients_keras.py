@@ -90,7 +90,7 @@ def test_every_activation_derivative_matches_tensorflow(flavor: str, dtype: str)
     edges = np.array([-6.0, -3.0, -2.5, -1.0, -0.5, 0.0, 0.5, 1.0, 2.5, 3.0, 6.0])
     x = np.concatenate([rng.normal(0.0, 3.0, (6, edges.size)), edges[None]]).astype(dtype)
     dy = rng.normal(size=x.shape).astype(dtype)
-    for name, function in activations.activations_for(handle.major).items():
+    for name, function in activations.activations_for(handle.keras_version).items():
         keras_function = handle.module.activations.get(name)
         tensor = tf.constant(x)
         with tf.GradientTape() as tape:
@@ -136,7 +136,7 @@ def test_hard_sigmoid_gradients_at_the_clip_edges_match_keras(flavor: str, kind:
     """Keras 3 gives gradient 0 at x = +-3 (relu6), Keras 2 gives 0.2 at x = +-2.5
     (clip_by_value); the twin gives each its own, and the other convention fails."""
     handle = keras_handle(flavor)
-    weights, x = _edge_weights(kind, handle.major, dtype)
+    weights, x = _edge_weights(kind, handle.keras_version, dtype)
     options = {"units": 3, "recurrent_activation": "hard_sigmoid", "return_sequences": True, "dtype": dtype}
     layer = keras_adapter.build_layer(handle, kind, options, x.shape, weights)
     twin = rnnparity.from_keras(layer)
@@ -144,14 +144,14 @@ def test_hard_sigmoid_gradients_at_the_clip_edges_match_keras(flavor: str, kind:
     expected = keras_adapter.keras_gradients(handle, layer, x, output_grads)
     actual = rnnparity.gradients(twin, x, output_grads)
     _assert_gradients(expected, actual, dtype, f"{flavor} {kind} edges")
-    edge = 3.0 if handle.major == 3 else 2.5
+    edge = 3.0 if handle.keras_version == 3 else 2.5
     kernel, bias = weights[0], weights[2]
     pre_activation = kernel[0, 0:2] + (bias[0, 0:2] + bias[1, 0:2] if bias.ndim == 2 else bias[0:2])
     assert pre_activation.tolist() == [edge, -edge]
 
     # The other convention at the edges must fail: Keras 3's rule for a Keras 2 layer and back.
     def other(x_: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-        if handle.major == 3:
+        if handle.keras_version == 3:
             s = x_ + x_.dtype.type(3)
             return np.where((s >= 0) & (s <= 6), dy / x_.dtype.type(6), x_.dtype.type(0))
         u = x_ * x_.dtype.type(0.2) + x_.dtype.type(0.5)
@@ -333,7 +333,7 @@ def test_encoder_decoder_gradients_match_keras(flavor: str) -> None:
         tape.watch(source_t)
         _, h, c = encoder(source_t)
         output = decoder(tf.constant(target), initial_state=[h, c])
-    weights = [getattr(w, "value", w) if handle.major == 3 else w for w in encoder.trainable_weights]
+    weights = [getattr(w, "value", w) if handle.keras_version == 3 else w for w in encoder.trainable_weights]
     expected = tape.gradient(output, [source_t, *weights], output_gradients=tf.constant(d_out))
 
     twin_encoder, twin_decoder = rnnparity.from_keras(encoder), rnnparity.from_keras(decoder)

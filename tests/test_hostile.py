@@ -57,7 +57,7 @@ def _params(values: list[tuple], ids: list[str]) -> list:
 
 def _keras_and_twin(flavor: str, case: matrix.Case, weights: list[np.ndarray]):
     handle = keras_handle(flavor)
-    case = replace(case, keras_version=handle.major)
+    case = replace(case, keras_version=handle.keras_version)
     layer = keras_adapter.build_layer(
         handle, case.kind, case.layer_kwargs(), (case.batch, case.timesteps, case.input_dim), weights
     )
@@ -222,8 +222,8 @@ def test_extreme_values_saturate_as_keras_does(flavor: str, variant: tuple[str, 
             assert not all(np.isfinite(np.asarray(r)).all() for r in result), "the regime no longer overflows"
     elif dtype == "float32":
         # The float32 case must be decidable: float32 rounding alone must stay within half the tolerance.
-        high = twin_for(replace(case, keras_version=handle.major), weights=weights, overrides={"dtype": "float64"})
-        low = twin_for(replace(case, keras_version=handle.major), weights=weights)
+        high = twin_for(replace(case, keras_version=handle.keras_version), weights=weights, overrides={"dtype": "float64"})
+        low = twin_for(replace(case, keras_version=handle.keras_version), weights=weights)
         states = call.initial_state
         guard = compare_conditioning(
             low(inputs, initial_state=states, mask=call.mask), high(inputs, initial_state=states, mask=call.mask), dtype
@@ -370,7 +370,7 @@ def test_non_float32_inputs_against_keras(flavor: str, dtype: str) -> None:
     handle, layer, twin = _keras_and_twin(flavor, case, matrix.make_data(case).weights)
     with strict_floating_point():
         result = twin(inputs)
-    if handle.major == 2 and inputs.dtype.kind in "biu":
+    if handle.keras_version == 2 and inputs.dtype.kind in "biu":
         with pytest.raises(Exception, match=r"(?i)int|bool|uint8|float"):
             keras_adapter.call_layer(handle, layer, inputs)
         expected = keras_adapter.call_layer(handle, layer, inputs.astype(np.float32))
@@ -387,7 +387,7 @@ def test_empty_batch_against_keras(flavor: str, variant: tuple[str, bool]) -> No
     inputs = np.zeros((0, case.timesteps, case.input_dim), np.float32)
     result = twin(inputs)
     assert result[0].shape == (0, case.timesteps, case.units) and all(s.shape == (0, case.units) for s in result[1:])
-    failure = expected_keras_failure(replace(case, keras_version=handle.major).to_dict(), handle.environment)
+    failure = expected_keras_failure(replace(case, keras_version=handle.keras_version).to_dict(), handle.environment)
     if failure is not None:
         with pytest.raises(Exception) as raised:
             keras_adapter.call_layer(handle, layer, inputs)

@@ -30,7 +30,7 @@ def test_from_keras_with_keras_initialized_weights(flavor: str, cls: str, kind: 
     x = _x()
     expected = keras_adapter.call_layer(handle, layer, x)
     twin = rnnparity.from_keras(layer)
-    assert twin.keras_version == handle.major
+    assert twin.keras_version == handle.keras_version
     if kind == "lstm":
         np.testing.assert_array_equal(twin.get_weights()[2][5:10], 1.0)
     assert_parity(expected, twin(x), context=f"{flavor} {cls}")
@@ -73,7 +73,7 @@ def test_from_keras_cells_step_like_keras(flavor: str, cls: str, kind: str) -> N
     handle = keras_handle(flavor)
     cell = getattr(handle.module.layers, cls)(4)
     cell.build((3, 2))
-    data = matrix.make_data(matrix.Case(kind, handle.major, units=4, input_dim=2, seed=3))
+    data = matrix.make_data(matrix.Case(kind, handle.keras_version, units=4, input_dim=2, seed=3))
     cell.set_weights(data.weights)
     x = np.random.default_rng(2).normal(size=(3, 2)).astype(np.float32)
     states = [np.random.default_rng(s).normal(size=(3, 4)).astype(np.float32) for s in range(2 if kind == "lstm" else 1)]
@@ -112,7 +112,7 @@ def test_from_keras_refuses_what_it_cannot_twin(flavor: str) -> None:
 def test_nan_at_a_masked_step_matches_keras(flavor: str, kind: str) -> None:
     handle = keras_handle(flavor)
     case = matrix.Case(
-        kind, handle.major, units=3, input_dim=4, timesteps=5, batch=3, return_sequences=True, return_state=True, seed=21
+        kind, handle.keras_version, units=3, input_dim=4, timesteps=5, batch=3, return_sequences=True, return_state=True, seed=21
     )
     data = matrix.make_data(case)
     x = data.calls[0].inputs.copy()
@@ -132,7 +132,7 @@ def test_nan_at_a_masked_step_matches_keras(flavor: str, kind: str) -> None:
 def test_subnormal_and_huge_inputs_match_keras(flavor: str, kind: str) -> None:
     """TensorFlow flushes subnormals to zero; the absolute floor of the tolerance covers it."""
     handle = keras_handle(flavor)
-    case = matrix.Case(kind, handle.major, units=3, input_dim=4, timesteps=4, batch=4, return_sequences=True, seed=22)
+    case = matrix.Case(kind, handle.keras_version, units=3, input_dim=4, timesteps=4, batch=4, return_sequences=True, seed=22)
     data = matrix.make_data(case)
     x = data.calls[0].inputs.copy()
     x[0] = 1e-40

@@ -137,7 +137,7 @@ def test_a_corrupted_twin_fails_its_wrapper_case(flavor: str) -> None:
     """The wrapper runner can fail: directions swapped in a Bidirectional, cells swapped in a
     stack of equal cells, a gate order broken inside a cell."""
     handle = keras_handle(flavor)
-    major = handle.major
+    major = handle.keras_version
     bidirectional = _pick(major, "bidirectional", merge_mode="concat", backward_layer=False, dtype="float32", mask="none")
     assert parity.run_wrapper_case(bidirectional, handle).ok
     half = len(wrapper_matrix.make_wrapper_data(bidirectional).weights) // 2
@@ -176,7 +176,7 @@ def _some_cases(major: int) -> list[Any]:
 def _write(tmp_path: pathlib.Path, flavor: str) -> str:
     handle = keras_handle(flavor)
     records = []
-    for case in _some_cases(handle.major):
+    for case in _some_cases(handle.keras_version):
         result = check_matrix.run(case, handle)
         assert result.ok, result.message
         records.append(report.case_record(result, result.checksums))

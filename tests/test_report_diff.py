@@ -28,7 +28,7 @@ def _cases(major: int) -> list[matrix.Case]:
 def _write(tmp_path, flavor: str) -> str:
     handle = keras_handle(flavor)
     records = []
-    for case in _cases(handle.major):
+    for case in _cases(handle.keras_version):
         result = parity.run_case(case, handle)
         assert result.ok, result.message
         records.append(report.case_record(result, result.checksums))

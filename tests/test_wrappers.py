@@ -109,7 +109,7 @@ def test_bidirectional_matches_keras(
     )
     expected = keras_adapter.call_layer(handle, keras_layer, x, initial_state, mask)
 
-    version = {"keras_version": handle.major, "backend": handle.backend}
+    version = {"keras_version": handle.keras_version, "backend": handle.backend}
     twin_backward = TWIN_LAYER[kind](**backward_options, **version) if backward_options else None
     twin = rnnparity.Bidirectional(
         TWIN_LAYER[kind](**forward_options, **version), merge_mode=merge_mode, backward_layer=twin_backward, dtype=dtype
@@ -162,7 +162,7 @@ def test_bidirectional_stateful_matches_keras(flavor: str, kind: str) -> None:
     keras_layer = handle.module.layers.Bidirectional(getattr(handle.module.layers, KERAS_LAYER[kind])(**options))
     keras_layer.build((batch, timesteps, input_dim))
     keras_layer.set_weights(weights)
-    twin = rnnparity.Bidirectional(TWIN_LAYER[kind](**options, keras_version=handle.major, backend=handle.backend))
+    twin = rnnparity.Bidirectional(TWIN_LAYER[kind](**options, keras_version=handle.keras_version, backend=handle.backend))
     twin.set_weights(weights)
     for call in range(3):
         if call == 2:
@@ -183,8 +183,8 @@ def test_bidirectional_of_a_backwards_layer(flavor: str) -> None:
     handle = keras_handle(flavor)
     rng = _rng("bidirectional-go-backwards")
     options = {"units": 3, "return_sequences": True, "go_backwards": True}
-    twin_layer = rnnparity.GRU(**options, keras_version=handle.major, backend=handle.backend)
-    if handle.major == 3:
+    twin_layer = rnnparity.GRU(**options, keras_version=handle.keras_version, backend=handle.backend)
+    if handle.keras_version == 3:
         with pytest.raises(ValueError, match="go_backwards"):
             handle.module.layers.Bidirectional(handle.module.layers.GRU(**options))
         with pytest.raises(ValueError, match="opposite directions"):
@@ -245,7 +245,7 @@ def _keras_cell(handle: KerasHandle, kind: str, units: int, options: dict[str, A
 
 
 def _twin_cell(handle: KerasHandle, kind: str, units: int, options: dict[str, Any], dtype: str) -> Any:
-    return TWIN_CELL[kind](units, dtype=dtype, keras_version=handle.major, **options)
+    return TWIN_CELL[kind](units, dtype=dtype, keras_version=handle.keras_version, **options)
 
 
 def _stack_inputs(
@@ -371,7 +371,7 @@ def test_wrapper_parity_catches_deliberate_errors(flavor: str) -> None:
     expected = keras_adapter.call_layer(handle, keras_layer, x, mask=mask)
 
     def twin() -> rnnparity.Bidirectional:
-        built = rnnparity.Bidirectional(rnnparity.LSTM(**options, keras_version=handle.major))
+        built = rnnparity.Bidirectional(rnnparity.LSTM(**options, keras_version=handle.keras_version))
         built.set_weights(weights)
         return built
 
@@ -424,7 +424,7 @@ def test_encoder_decoder_step_by_step_equals_teacher_forced(flavor: str, kind: s
     encoded = keras_adapter.call_layer(handle, keras_encoder, source, mask=source_mask)
     teacher_forced = keras_adapter.call_layer(handle, keras_decoder, target, initial_state=list(encoded[1:]))
 
-    version = {"keras_version": handle.major, "backend": handle.backend}
+    version = {"keras_version": handle.keras_version, "backend": handle.backend}
     encoder = TWIN_LAYER[kind](units, return_state=True, **version)
     encoder.set_weights(encoder_weights)
     decoder = TWIN_LAYER[kind](units, return_sequences=True, return_state=True, **version)

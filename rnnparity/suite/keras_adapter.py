@@ -51,11 +51,6 @@ class KerasHandle:
     backend: str
 
     @property
-    def major(self) -> int:
-        """The same as :attr:`keras_version` (the name tests written before it still use)."""
-        return self.keras_version
-
-    @property
     def environment(self) -> dict[str, Any]:
         """What known_differences needs to know about this Keras, in the report's keys."""
         return {"keras_major": self.keras_version, "keras_backend": self.backend, "jax_x64": jax_x64_enabled(self.backend)}
@@ -166,9 +161,6 @@ def keras_version_of(obj: Any) -> int:
         return 2
     raise TypeError(f"{type(obj).__module__}.{type(obj).__name__} is not a Keras layer from keras or tf_keras")
 
-
-# The name the pytest plugin imports (rnnparity.suite.plugin); the same function.
-keras_major_of = keras_version_of
 
 SUPPORTED_CLASSES = (
     *sorted(TWIN_BY_KERAS_NAME),
@@ -651,7 +643,7 @@ def load_keras2_h5_in_keras3(handle: KerasHandle, path: str, config: dict[str, A
     scanned, with Keras 2's ``time_major=False`` removed: Keras 3 refuses the argument, and
     False is what Keras 3 computes anyway) and the file's weights, through Keras 3's own
     legacy-config deserializer and ``load_weights``."""
-    if handle.major != 3:
+    if handle.keras_version != 3:
         raise ImportError("only Keras 3 needs this route; Keras 2 loads its own .h5 files")
     saving_utils = importlib.import_module("keras.src.legacy.saving.saving_utils")
     model = saving_utils.model_from_config(config)

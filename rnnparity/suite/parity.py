@@ -240,7 +240,7 @@ def run_wrapper_case(
     """Feed a wrapper case's seeded data to the Keras Bidirectional/RNN and to its twin and
     compare every output and state, as :func:`run_case` does for single layers.
     ``twin_weights`` deliberately corrupts the twin's weights (negative tests)."""
-    if case.keras_version != handle.major:
+    if case.keras_version != handle.keras_version:
         raise ValueError(f"case {case.case_id} is for Keras {case.keras_version}; got {handle.describe()}")
     data = make_wrapper_data(case)
     checksums = data_checksums(data)

@@ -66,7 +66,7 @@ def _check_model(model: Any, inputs: Any, **given: Any) -> Comparison:
     """Every recurrent layer of ``model`` against its twin, on ``inputs`` (one array, or a
     list with one array per model input), through :func:`rnnparity.files.verify.run_model`."""
     from rnnparity.files import verify
-    from rnnparity.suite.keras_adapter import keras_major_of, load_keras
+    from rnnparity.suite.keras_adapter import keras_version_of, load_keras
 
     extra = sorted(name for name, value in given.items() if value is not None)
     if extra:
@@ -74,7 +74,7 @@ def _check_model(model: Any, inputs: Any, **given: Any) -> Comparison:
             f"check_parity(model, inputs) takes no {', '.join(extra)}: a model's recurrent layers are checked with what "
             "the model passes them and the per-dtype tolerances"
         )
-    handle = load_keras("keras3" if keras_major_of(model) == 3 else "tf-keras")
+    handle = load_keras("keras3" if keras_version_of(model) == 3 else "tf-keras")
     arrays = [np.asarray(x) for x in inputs] if isinstance(inputs, (list, tuple)) else [np.asarray(inputs)]
     rows, _, _ = verify.run_model(handle, model, arrays)
     checked = [row for row in rows if row.status in ("ok", "MISMATCH")]
@@ -107,12 +107,12 @@ def check_parity() -> Callable[..., Comparison]:
     (``check_parity(model, inputs)``) checks each of its recurrent layers with the inputs the
     model passes it, as ``rnnparity verify`` does."""
     from rnnparity import from_keras
-    from rnnparity.suite.keras_adapter import call_layer, keras_major_of, load_keras
+    from rnnparity.suite.keras_adapter import call_layer, keras_version_of, load_keras
 
     def check(layer: Any, inputs: Any, initial_state: Any = None, mask: Any = None, **tolerances: Any) -> Comparison:
         if _is_model(layer):
             return _check_model(layer, inputs, initial_state=initial_state, mask=mask, **tolerances)
-        handle = load_keras("keras3" if keras_major_of(layer) == 3 else "tf-keras")
+        handle = load_keras("keras3" if keras_version_of(layer) == 3 else "tf-keras")
         state = None if initial_state is None else [np.asarray(s) for s in initial_state]
         given_mask = None if mask is None else np.asarray(mask)
         if not getattr(layer, "built", True):
