@@ -32,23 +32,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "the file cannot be loaded or run, or bad options",
         ),
     )
-    parser.add_argument("model", metavar="MODEL", help="a .keras archive, an .h5 model, or a weights-only .h5 / .weights.h5")
+    from rnnparity.cli.verify import add_input_options
+
+    add_input_options(parser)
     parser.add_argument(
         "--to", required=True, choices=["keras3", "tf-keras"], help="the Keras to predict for (Keras 3, or tf_keras = Keras 2)"
     )
-    parser.add_argument(
-        "--inputs",
-        metavar="FILE",
-        default=None,
-        help=".npy (one input) or .npz (by input name or in order) instead of a random batch",
-    )
-    parser.add_argument(
-        "--batch-size", type=int, default=None, metavar="N", help="batch size when the model does not fix one (default 2)"
-    )
-    parser.add_argument(
-        "--timesteps", type=int, default=None, metavar="N", help="length of inputs whose time axis is free (default 8)"
-    )
-    parser.add_argument("--seed", type=int, default=None, help="seed of the random inputs (default 0)")
     parser.add_argument("--json", dest="json_path", metavar="PATH", default=None, help="write the report as JSON ('-': stdout)")
     parser.add_argument(
         "--predictions",

@@ -27,8 +27,8 @@ EXIT_CODES = exit_codes(
 )
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """The options ``verify`` and ``export`` share: which model, which inputs, which Keras."""
+def add_input_options(parser: argparse.ArgumentParser) -> None:
+    """The model file and the inputs it is run on: shared by ``verify``, ``export`` and ``drift``."""
     parser.add_argument(
         "model",
         metavar="MODEL",
@@ -47,6 +47,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="use these inputs instead: .npy (one input) or .npz (by input name or in order)",
     )
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The options ``verify`` and ``export`` share: which model, which inputs, which Keras."""
+    add_input_options(parser)
     parser.add_argument(
         "--keras",
         choices=("auto", *FLAVOR_MAJOR),
