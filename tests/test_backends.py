@@ -98,7 +98,7 @@ def test_check_runs_on_another_backend(backend: str, tmp_path: Path) -> None:
     # Eight SimpleRNN cases of the quick matrix under the other backend: float32 and float64, masks
     # with a non-zero initial state (where the backends' rules for masked steps differ).
     report = tmp_path / "report.json"
-    selection = ["--quick", "-k", "simple_rnn-u5", "--json", str(report)]
+    selection = ["--quick", "--family", "layer", "-k", "simple_rnn-u5", "--json", str(report)]
     command = [sys.executable, "-m", "rnnparity", "check", "--backend", backend, *selection]
     env = _environment("tensorflow")
     env.pop("KERAS_BACKEND")

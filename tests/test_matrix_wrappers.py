@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import FLAVOR_MAJOR, assert_keras_still_fails, flavor_available, flavor_params, keras_handle
-from rnnparity.cli.commands import main
 
+from rnnparity.cli import main
 from rnnparity.suite import check_matrix, matrix, parity, report, wrapper_matrix
 from rnnparity.suite.known_differences import expected_keras_failure, explain
 

@@ -35,6 +35,8 @@ def child_arguments(args: argparse.Namespace) -> list[str]:
         argv.append("--quick")
     if args.select:
         argv += ["-k", args.select]
+    if args.family:
+        argv += ["--family", args.family]
     if args.json_path:
         argv += ["--json", args.json_path]
     return argv

@@ -45,6 +45,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument("--keras", choices=KERAS_CHOICES, default="auto", help=KERAS_HELP)
     parser.add_argument("--quick", action="store_true", help="a smaller matrix (about 1 case in 8)")
     parser.add_argument(
+        "--family",
+        choices=("layer", "wrapper"),
+        default=None,
+        help="only single-layer cases (layer) or only Bidirectional / RNN(cell) / stacked-cell cases (wrapper); default both",
+    )
+    parser.add_argument(
         "-k", dest="select", metavar="TEXT", default=None, help="only cases whose id contains TEXT (e.g. lstm, hard_sigmoid, f64)"
     )
     parser.add_argument(
@@ -138,6 +144,8 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for line in environment_lines(handle):
         text.write(line + "\n")
     cases = check_matrix.all_cases(handle.keras_version, quick=args.quick)
+    if args.family:
+        cases = [c for c in cases if c.family == args.family]
     if args.select:
         cases = [c for c in cases if args.select in c.case_id]
     if not cases:
@@ -185,7 +193,7 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for entry in stale:
         text.write(f"known Keras failure no longer happens, the table entry may be stale: {entry}\n")
     if args.json_path:
-        options = {"keras": args.keras, "quick": args.quick, "select": args.select}
+        options = {"keras": args.keras, "quick": args.quick, "select": args.select, "family": args.family}
         payload = report.build_report(report.environment(handle), records, options, check_matrix.family_names())
         write_json("--json", args.json_path, payload, out, indent=1)
         if args.json_path != "-":

@@ -124,6 +124,11 @@ def absence_reason(config: Mapping[str, Any], case_id: str, other: Mapping[str, 
     select = options.get("select")
     if isinstance(select, str) and select not in case_id:
         return f"the {other_label} report was written with -k {select!r}"
+    family = options.get("family")
+    if isinstance(family, str) and family != (
+        "wrapper" if case_id.split("-")[0] in ("bidirectional", "rnn", "stacked") else "layer"
+    ):
+        return f"the {other_label} report was written with --family {family}"
     if options.get("quick"):
         return f"the {other_label} report was written with --quick (about 1 case in 8)"
     return f"not in the matrix of the rnnparity that wrote the {other_label} report ({env.get('rnnparity')})"
