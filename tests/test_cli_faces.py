@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -304,8 +305,10 @@ def test_cli_output_has_no_tensorflow_start_up_lines(saved_model: Path, tmp_path
     }
     for name, args in runs.items():
         command = name.split("-")[0]
+        # A user's shell, not this test process's (keras_adapter may have set TensorFlow's log level here).
+        env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
         done = subprocess.run(
-            [sys.executable, "-m", "rnnparity", command, *args], capture_output=True, text=True, check=False, timeout=300
+            [sys.executable, "-m", "rnnparity", command, *args], capture_output=True, text=True, check=False, timeout=300, env=env
         )
         both = done.stdout + done.stderr
         for marker in ("cuInit", "oneDNN", "cudart_stub", "absl::InitializeLog"):
