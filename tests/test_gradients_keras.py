@@ -242,6 +242,19 @@ def test_bidirectional_gradients_with_a_wrapper_dtype_of_its_own(flavor: str) ->
     _assert_gradients(expected, actual, "float32", f"{flavor} mixed dtypes")
 
 
+class _CarriedStatesOf:
+    """A Keras Bidirectional seen by keras_gradients with ``states`` = its layers' carried
+    states, forward then backward (tf_keras's wrapper has no ``states`` of its own)."""
+
+    def __init__(self, wrapper: Any) -> None:
+        self.wrapper = wrapper
+        self.trainable_weights = wrapper.trainable_weights
+        self.states = [*wrapper.forward_layer.states, *wrapper.backward_layer.states]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.wrapper(*args, **kwargs)
+
+
 @pytest.mark.parametrize("flavor", _all([()], ["stateful"]))
 def test_bidirectional_stateful_gradients_match_keras(flavor: str) -> None:
     handle = keras_handle(flavor)
@@ -257,9 +270,12 @@ def test_bidirectional_stateful_gradients_match_keras(flavor: str) -> None:
     twin(first)
     x = rng.normal(0.0, 1.5, (2, 4, 2))
     output_grads = rng.normal(size=(2, 4, 6))
-    expected = keras_adapter.keras_gradients(handle, keras_layer, x, output_grads)
+    # The gradient w.r.t. the carried states too: the wrapper's own ``states`` where Keras has
+    # them (Keras 3), else (tf_keras) its two layers' states, forward first, as the twin's.
+    expected = keras_adapter.keras_gradients(handle, _CarriedStatesOf(keras_layer), x, output_grads, watch_states=True)
     actual = rnnparity.gradients(twin, x, output_grads)
-    actual.pop("states")  # Keras's Bidirectional has no states of its own; the layers' are checked below
+    assert len(actual["states"]) == len(expected["states"]) == 2
+    assert not any(np.all(g == 0) for g in actual["states"])
     _assert_gradients(expected, actual, "float64", f"{flavor} Bidirectional stateful")
     carried = [s for w in (keras_layer.forward_layer, keras_layer.backward_layer) for s in keras_adapter.layer_states(w)]
     assert twin.states is not None
