@@ -78,6 +78,20 @@ def test_gradients_match_keras_wide(flavor: str, case: Any) -> None:
     assert result.ok, result.message
 
 
+WIDE_SAMPLE_SIZE = 12  # per flavour, evenly spread over the wide matrix (which runs with -m slow)
+
+
+def wide_sample(keras_version: int) -> list[Any]:
+    cases = slow_cases(keras_version)
+    return cases[:: max(1, len(cases) // WIDE_SAMPLE_SIZE)][:WIDE_SAMPLE_SIZE]
+
+
+@pytest.mark.parametrize(("flavor", "case"), _matrix_params(wide_sample))
+def test_gradients_match_keras_wide_sample(flavor: str, case: Any) -> None:
+    result = run_gradient_case(case, keras_handle(flavor))
+    assert result.ok, result.message
+
+
 # --------------------------------------------------------------------------- activations
 @pytest.mark.parametrize(("flavor", "dtype"), _all([("float32",), ("float64",)], ["float32", "float64"]))
 def test_every_activation_derivative_matches_tensorflow(flavor: str, dtype: str) -> None:
