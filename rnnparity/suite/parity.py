@@ -220,7 +220,7 @@ def run_case(
     first = data.calls[0].inputs
     layer = keras_adapter.build_layer(handle, case.kind, case.layer_kwargs(), first.shape, data.weights)
 
-    rtol, atol = tolerance_for(case.dtype, handle.backend)
+    rtol, atol = tolerance_for(case.dtype, handle.backend, case.to_dict())
     comparisons = []
     outputs: list[np.ndarray] = []
     twin_outputs: list[np.ndarray] = []
