@@ -141,6 +141,28 @@ def test_compare_fails_on_another_dtype() -> None:
     assert compare(keras, keras.astype(np.float64), check_dtype=False).ok  # values alone, when asked
 
 
+_A = np.array([[0.5, -0.25, 1e-7]], dtype=np.float64)
+ASSERT_PARITY_ARGUMENTS = {
+    # name: (keras, twin, keyword arguments that make the pair pass; without them it fails)
+    "rtol": (_A, _A * (1 + 1e-6), {"rtol": 1e-5}),
+    "atol": (_A, _A + 1e-9, {"atol": 1e-8}),
+    "dtype": (_A, _A * (1 + 1e-7), {"dtype": "float32"}),
+    "check_container": ((_A, _A), [_A, _A], {"check_container": False}),
+    "check_dtype": (_A, _A.astype(np.float32), {"check_dtype": False, "dtype": "float32"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ASSERT_PARITY_ARGUMENTS))
+def test_assert_parity_passes_every_argument_to_compare(name: str) -> None:
+    keras, twin, passing = ASSERT_PARITY_ARGUMENTS[name]
+    with pytest.raises(AssertionError) as raised:
+        assert_parity(keras, twin)
+    assert str(raised.value) == compare(keras, twin).message  # no context: the message as compare gives it
+    assert_parity(keras, twin, **passing)
+    with pytest.raises(AssertionError, match=r"^\[case 7 z\] MISMATCH"):
+        assert_parity((_A, _A), (_A, 2 * _A), context="case 7", names=["y", "z"])
+
+
 @pytest.mark.parametrize("flavor", FLAVORS)
 def test_a_twin_returning_another_dtype_fails_the_parity_case(flavor: str) -> None:
     case = Case("gru", FLAVOR_MAJOR[flavor], units=3, input_dim=2, timesteps=4, batch=2, return_state=True, seed=7)
