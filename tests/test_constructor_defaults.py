@@ -76,3 +76,26 @@ def test_every_kind_honours_the_backend(name: str) -> None:
     np.testing.assert_array_equal(outputs["tensorflow"][0, :2], 0.0)
     np.testing.assert_array_equal(outputs["jax"][0, :2], np.broadcast_to(states[0][0], (2, 3)))
     np.testing.assert_array_equal(outputs["jax"][:, 2:], outputs["tensorflow"][:, 2:])
+
+
+@pytest.mark.parametrize("name", [n + s for n in LAYERS for s in ("", "Cell")])
+def test_a_bad_flag_is_named_in_the_error(name: str) -> None:
+    flag = "reset_after" if name.startswith("GRU") else "unit_forget_bias" if name.startswith("LSTM") else "use_bias"
+    with pytest.raises(TypeError, match=f"^{flag} must be"):
+        getattr(rnnparity, name)(3, **{flag: "yes"})
+
+
+@pytest.mark.parametrize("name", LAYERS)
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_no_bias_equals_a_zero_bias(name: str, reset_after: bool) -> None:
+    """use_bias=False computes what use_bias=True computes with the bias at zero."""
+    rng = np.random.default_rng(23)
+    kind = KIND[name]
+    options: dict[str, Any] = {"reset_after": reset_after} if kind == "gru" else {}
+    weights = random_weights(rng, kind, 3, 2, True, reset_after)
+    x = rng.normal(0.0, 1.5, (2, 5, 2)).astype(np.float32)
+    with_bias = getattr(rnnparity, name)(3, return_sequences=True, **options)
+    with_bias.set_weights([weights[0], weights[1], np.zeros_like(weights[2])])
+    without = getattr(rnnparity, name)(3, return_sequences=True, use_bias=False, **options)
+    without.set_weights(weights[:2])
+    rnnparity.assert_parity(with_bias(x), without(x), rtol=0.0, atol=0.0, context=f"{name} use_bias=False")
