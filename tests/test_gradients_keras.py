@@ -78,7 +78,7 @@ def test_gradients_match_keras_wide(flavor: str, case: Any) -> None:
     assert result.ok, result.message
 
 
-WIDE_SAMPLE_SIZE = 12  # per flavour, evenly spread over the wide matrix (which runs with -m slow)
+WIDE_SAMPLE_SIZE = 6  # per flavour, evenly spread over the wide matrix (which runs with -m slow)
 
 
 def wide_sample(keras_version: int) -> list[Any]:

@@ -40,9 +40,9 @@ def test_twin_matches_keras(flavor: str, case: matrix.Case) -> None:
 
 
 # The activation sweep compares half the activation names in float64 only (matrix.activation_cases);
-# every third of those runs in float32 too, decided as the fuzz decides float32 (a mismatch
+# every sixth of those runs in float32 too, decided as the fuzz decides float32 (a mismatch
 # counts only if float32 rounding, judged from float64 Keras, cannot explain it).
-FLOAT32_ACTIVATION_STRIDE = 3
+FLOAT32_ACTIVATION_STRIDE = 6
 
 
 def float32_activation_sample(keras_version: int) -> list[matrix.Case]:
