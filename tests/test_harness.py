@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -21,7 +22,7 @@ from strategies import CellSpec, CompositionCase
 from test_fuzz import check_composition_case, check_layer_case
 
 import rnnparity
-from rnnparity.compare import assert_parity, compare
+from rnnparity.compare import DEFAULT_TOLERANCES, assert_parity, compare, tolerances
 from rnnparity.gru import GRUCell
 from rnnparity.lstm import LSTMCell
 from rnnparity.suite import parity
@@ -161,6 +162,20 @@ def test_assert_parity_passes_every_argument_to_compare(name: str) -> None:
     assert_parity(keras, twin, **passing)
     with pytest.raises(AssertionError, match=r"^\[case 7 z\] MISMATCH"):
         assert_parity((_A, _A), (_A, 2 * _A), context="case 7", names=["y", "z"])
+
+
+def test_compare_messages_name_what_differs() -> None:
+    x = np.array([0.25, -0.5])
+    structure = "structure differs: keras returns tuple of 2, twin list of 2"
+    assert compare((x, x), [x, x]).message == structure
+    assert compare((x, x), [x, x], context="case 3").message == f"[case 3] {structure}"
+    assert compare((x, x), [x, x], check_container=False).ok
+    names = sorted(DEFAULT_TOLERANCES)
+    with pytest.raises(ValueError, match=re.escape(f"no default tolerance for dtype 'float16'; expected one of {names}")):
+        tolerances("float16")
+    default_rtol, default_atol = DEFAULT_TOLERANCES["float32"]
+    assert tolerances("float32", rtol=0.5) == (0.5, default_atol)
+    assert tolerances("float32", atol=0.5) == (default_rtol, 0.5)
 
 
 @pytest.mark.parametrize("flavor", FLAVORS)
