@@ -1,6 +1,8 @@
 """The one tolerance helper: compare a twin's result with Keras's, structure and values.
 
-An element passes when ``|twin - keras| <= atol + rtol * |keras|``; equal infinities and
+Both sides must have the same structure, shapes and dtypes (a twin that returns float64 for
+a float32 layer is a mismatch, whatever its values). An element passes when
+``|twin - keras| <= atol + rtol * |keras|``; equal infinities and
 NaN-against-NaN count as equal (Keras propagates them and so must the twin). Defaults per
 dtype: float32 ``atol=1e-6, rtol=1e-5``; float64 ``atol=1e-12, rtol=1e-10``. The absolute
 floor also covers TensorFlow flushing subnormal values to zero.
@@ -62,14 +64,16 @@ def compare(
     context: str = "",
     check_container: bool = True,
     names: Sequence[str] | None = None,
+    check_dtype: bool = True,
 ) -> Comparison:
-    """Compare Keras's result with the twin's: container type, length, shapes, then values.
+    """Compare Keras's result with the twin's: container type, length, shapes, dtypes, then values.
 
     ``keras`` and ``twin`` are an array, or tuples/lists of arrays, nested as Keras nests
     them (``output, h[, c]``; per-cell state lists of a stack). ``dtype`` selects default
     tolerances (the Keras result's dtype when omitted). ``names`` labels the top-level items
-    in messages (default ``output, h, c``). The returned message describes the first
-    failing array, or the closest one on success.
+    in messages (default ``output, h, c``). ``check_dtype=False`` compares values across
+    dtypes (a float32 result with a float64 reference). The returned message describes the
+    first failing array, or the closest one on success.
     """
     prefix = f"[{context}] " if context else ""
     _, k_items = _structure(keras)
@@ -82,7 +86,13 @@ def compare(
     results = []
     for name, k_value, t_value in pairs:
         result = compare_arrays(
-            np.asarray(k_value), np.asarray(t_value), dtype=dtype, rtol=rtol, atol=atol, context=f"{context} {name}".strip()
+            np.asarray(k_value),
+            np.asarray(t_value),
+            dtype=dtype,
+            rtol=rtol,
+            atol=atol,
+            context=f"{context} {name}".strip(),
+            check_dtype=check_dtype,
         )
         if not result.ok:
             return result
@@ -131,11 +141,17 @@ def compare_arrays(
     rtol: float | None = None,
     atol: float | None = None,
     context: str = "",
+    check_dtype: bool = True,
 ) -> Comparison:
-    """Compare two arrays element by element (see the module docstring for the rule)."""
+    """Compare two arrays element by element (see the module docstring for the rule); with
+    ``check_dtype`` (the default) their dtypes must be equal too."""
     prefix = f"[{context}] " if context else ""
     if keras.shape != twin.shape:
         return Comparison(False, np.inf, np.inf, f"{prefix}shape differs: keras {keras.shape}, twin {twin.shape}", np.inf)
+    if check_dtype and keras.dtype != twin.dtype:
+        return Comparison(
+            False, np.inf, np.inf, f"{prefix}dtype differs: keras {keras.dtype.name}, twin {twin.dtype.name}", np.inf
+        )
     rtol_, atol_ = tolerances(dtype if dtype is not None else keras.dtype, rtol, atol)
     if keras.size == 0:
         return Comparison(True, 0.0, 0.0, f"{prefix}match (empty)")
@@ -173,12 +189,22 @@ def assert_parity(
     context: str = "",
     check_container: bool = True,
     names: Sequence[str] | None = None,
+    check_dtype: bool = True,
 ) -> Comparison:
     """Raise ``AssertionError`` with the full message unless ``twin`` matches ``keras``.
 
-    ``check_container=False`` compares a tuple with a list of the same arrays."""
+    ``check_container=False`` compares a tuple with a list of the same arrays;
+    ``check_dtype=False`` compares values across dtypes."""
     result = compare(
-        keras, twin, dtype=dtype, rtol=rtol, atol=atol, context=context, check_container=check_container, names=names
+        keras,
+        twin,
+        dtype=dtype,
+        rtol=rtol,
+        atol=atol,
+        context=context,
+        check_container=check_container,
+        names=names,
+        check_dtype=check_dtype,
     )
     if not result.ok:
         raise AssertionError(result.message)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.util
+import json
 import os
 import platform
 import sys
@@ -30,6 +31,24 @@ settings.register_profile("rnnparity-fuzz", max_examples=FUZZ_EXAMPLES, derandom
 settings.load_profile(os.environ.get("RNNPARITY_HYPOTHESIS_PROFILE", "rnnparity-quick"))
 
 FLAVOR_MAJOR = {"keras3": 3, "tf-keras": 2}
+# RNNPARITY_KERAS values: one flavour, or every installed one. Anything else is a usage error
+# (a typo such as "keras-3" would otherwise skip every parity case and still exit 0).
+KERAS_SELECTIONS = ("all", *FLAVOR_MAJOR)
+# Where the session writes how many parity cases (tests marked ``keras``) it executed per
+# flavour, as JSON; .ci/run requires a minimum per flavour.
+COUNTS_FILE_VARIABLE = "RNNPARITY_PARITY_COUNTS"
+
+
+def keras_selection() -> str:
+    selected = os.environ.get("RNNPARITY_KERAS", "all")
+    if selected not in KERAS_SELECTIONS:
+        raise pytest.UsageError(f"RNNPARITY_KERAS must be one of {', '.join(KERAS_SELECTIONS)}; got {selected!r}")
+    return selected
+
+
+def flavor_marker(flavor: str) -> str:
+    """The keyword that tags a parity case of ``flavor`` (counted per flavour at the end)."""
+    return "keras_" + flavor.replace("-", "_")
 
 
 def _dist_version(name: str) -> str | None:
@@ -44,7 +63,7 @@ def flavor_available(flavor: str) -> bool:
 
     ``RNNPARITY_KERAS=keras3`` or ``=tf-keras`` restricts the suite to one flavour (the tox
     version matrix uses it); unset or ``all`` runs every installed flavour."""
-    selected = os.environ.get("RNNPARITY_KERAS", "all")
+    selected = keras_selection()
     if selected not in ("all", flavor):
         return False
     keras_version = _dist_version("keras")
@@ -56,7 +75,7 @@ def flavor_available(flavor: str) -> bool:
 
 def flavor_params(flavor: str, values: list[tuple], ids: list[str] | None = None) -> list:
     """Argument tuples as pytest params, skipped with a reason when ``flavor`` is not installed."""
-    marks = [pytest.mark.keras]
+    marks = [pytest.mark.keras, getattr(pytest.mark, flavor_marker(flavor))]
     if not flavor_available(flavor):
         marks.append(
             pytest.mark.skip(reason=f"{flavor} is not installed or not selected (pip install -e '.[test]'; RNNPARITY_KERAS)")
@@ -81,6 +100,60 @@ def assert_keras_still_fails(failure: Any, handle: keras_adapter.KerasHandle, ca
 
 
 pytest_plugins = ["pytester"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    keras_selection()  # an unknown RNNPARITY_KERAS stops the session before collection
+    for flavor in FLAVOR_MAJOR:
+        config.addinivalue_line("markers", f"{flavor_marker(flavor)}: a parity case against {flavor}")
+    _COUNTS.clear()
+    _COUNTS.update({flavor: {"executed": 0, "skipped": 0} for flavor in FLAVOR_MAJOR})
+
+
+# Parity cases per flavour in this session (filled by pytest_runtest_logreport).
+_COUNTS: dict[str, dict[str, int]] = {}
+
+
+def _report_flavor(report: pytest.TestReport) -> str | None:
+    return next((f for f in FLAVOR_MAJOR if flavor_marker(f) in report.keywords), None)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count parity cases per flavour: executed (the test body ran: passed or failed) or skipped.
+    Under xdist this runs in the controller, on every worker's reports."""
+    flavor = _report_flavor(report)
+    if flavor is None:
+        return
+    counts = _COUNTS.get(flavor)
+    if counts is None:
+        return
+    if report.when == "call" and not report.skipped:
+        counts["executed"] += 1
+    elif report.skipped:
+        counts["skipped"] += 1
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No silent mass skip: a selected, installed Keras flavour whose parity cases were all
+    skipped fails the session. Writes the per-flavour counts to $RNNPARITY_PARITY_COUNTS."""
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the controller counts every worker's reports
+    counts = {flavor: dict(c) for flavor, c in _COUNTS.items()}
+    path = os.environ.get(COUNTS_FILE_VARIABLE)
+    if path:
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(counts, handle, indent=1, sort_keys=True)
+    silent = [f for f, c in counts.items() if flavor_available(f) and c["skipped"] and not c["executed"]]
+    if silent:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = (
+            f"every parity case of {', '.join(silent)} was skipped although it is installed and selected "
+            f"(RNNPARITY_KERAS={os.environ.get('RNNPARITY_KERAS', 'all')}): counts {counts}"
+        )
+        if reporter is not None:
+            reporter.write_line(f"rnnparity: {message}", red=True)
+        if session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

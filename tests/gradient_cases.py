@@ -299,10 +299,11 @@ def gradient_tolerance(expected: np.ndarray, dtype: str) -> tuple[float, float]:
 
 
 def compare_gradients(
-    expected: dict[str, Any], actual: dict[str, Any], dtype: str, context: str, share: float = 1.0
+    expected: dict[str, Any], actual: dict[str, Any], dtype: str, context: str, share: float = 1.0, check_dtype: bool = True
 ) -> dict[str, Comparison]:
     """One comparison per key (``inputs``, ``initial_state``, ``weights``, ``states``): every
-    array with ``share`` of :func:`gradient_tolerance`; the structures must match too."""
+    array with ``share`` of :func:`gradient_tolerance`; the structures (and, with
+    ``check_dtype``, the dtypes) must match too."""
     results = {}
     for key in KEYS:
         if expected.get(key) is None and actual.get(key) is None:
@@ -320,7 +321,7 @@ def compare_gradients(
             rtol, atol = gradient_tolerance(k, dtype)
             rtol, atol = rtol * share, atol * share
             name = f"{key}[{index}]" if len(leaves) > 1 or isinstance(expected[key], list) else key
-            parts.append(compare(k, t, dtype=dtype, rtol=rtol, atol=atol, context=f"{context} {name}"))
+            parts.append(compare(k, t, dtype=dtype, rtol=rtol, atol=atol, context=f"{context} {name}", check_dtype=check_dtype))
         failed = [p for p in parts if not p.ok]
         results[key] = failed[0] if failed else max(parts, key=lambda p: p.tolerance_used)
     return results

@@ -77,6 +77,10 @@ def layer_cases(
     max_input_dim: int = 32,
     max_timesteps: int = 50,
     max_batch: int = 8,
+    kinds: tuple[str, ...] | None = None,
+    min_units: int = 1,
+    min_timesteps: int = 1,
+    min_batch: int = 1,
 ) -> Case:
     """A random LSTM / GRU (``reset_after`` True or False) / SimpleRNN configuration with every
     option the twins support: units 1-64, input dim 1-32, timesteps 1-50, batch 1-8, any
@@ -87,8 +91,9 @@ def layer_cases(
 
     Gates: ``sigmoid``/``hard_sigmoid`` in float32 (as in the matrix), and in float64 also the
     other functions with values in [0, 1] (``FLOAT64_GATES``), unless ``activations`` restricts
-    the domain."""
-    kind, reset_after = draw(st.sampled_from(KINDS))
+    the domain. ``kinds`` restricts the layer kinds (``"lstm"``, ``"gru"``, ``"simple_rnn"``);
+    ``min_units``, ``min_timesteps`` and ``min_batch`` raise the lower bounds of the sizes."""
+    kind, reset_after = draw(st.sampled_from([k for k in KINDS if kinds is None or k[0] in kinds]))
     dtype = draw(st.sampled_from(dtypes))
     names = activation_names(keras_version)
     if activations is not None:
@@ -100,10 +105,10 @@ def layer_cases(
         kind=kind,
         keras_version=keras_version,
         reset_after=reset_after,
-        units=draw(st.integers(1, max_units)),
+        units=draw(st.integers(min_units, max_units)),
         input_dim=draw(st.integers(1, max_input_dim)),
-        timesteps=draw(st.integers(1, max_timesteps)),
-        batch=draw(st.integers(1, max_batch)),
+        timesteps=draw(st.integers(min_timesteps, max_timesteps)),
+        batch=draw(st.integers(min_batch, max_batch)),
         activation=activation,
         recurrent_activation=recurrent_activation,
         use_bias=draw(st.booleans()),

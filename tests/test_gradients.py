@@ -57,13 +57,17 @@ def _random_output_grads(rng: np.random.Generator, result: Any) -> Any:
 # |fd - grad| <= 1e-7 + 1e-6 * |grad| (measured worst: a few 1e-9).
 FD_STEP = 1e-6
 FD_ATOL, FD_RTOL = 1e-7, 1e-6
-FD_SAMPLES = 6  # entries per array, chosen at random (seeded)
+FD_SAMPLES = 6  # entries per array, chosen at random (seeded), in arrays larger than:
+FD_EVERY_ENTRY_UP_TO = 64  # arrays of at most this many entries are checked entry by entry
 
 
-def finite_difference_check(layer: Any, inputs: np.ndarray, initial_state: Any, mask: Any, rng: np.random.Generator) -> float:
-    """Compare ``rnnparity.gradients`` with central differences on a random subset of the
-    entries of the inputs, every weight and every initial state; returns the worst
-    ``|fd - grad| / (FD_ATOL + FD_RTOL * |grad|)``."""
+def finite_difference_check(
+    layer: Any, inputs: np.ndarray, initial_state: Any, mask: Any, rng: np.random.Generator, every_entry: bool = True
+) -> float:
+    """Compare ``rnnparity.gradients`` with central differences on the inputs, every weight,
+    every initial state and (stateful layers) every carried state: every entry of an array of
+    at most ``FD_EVERY_ENTRY_UP_TO`` entries, ``FD_SAMPLES`` random ones of a larger array
+    (of every array with ``every_entry=False``); returns the worst ``|fd - grad| / (FD_ATOL + FD_RTOL * |grad|)``."""
     saved = None if not getattr(layer, "stateful", False) else layer.states
 
     def run() -> Any:
@@ -85,11 +89,18 @@ def finite_difference_check(layer: Any, inputs: np.ndarray, initial_state: Any, 
     targets += [(w, g, "weights") for w, g in zip(weights, grads["weights"])]
     if initial_state is not None:
         targets += list(zip(_leaves(initial_state), _leaves(grads["initial_state"]), itertools.repeat(None)))
+    if saved is not None:
+        # run() restarts from ``saved``, so perturbing its arrays perturbs the carried states.
+        assert len(grads["states"]) == len(saved)
+        targets += list(zip(saved, grads["states"], itertools.repeat(None)))
     worst = 0.0
     for array, grad, kind in targets:
         assert grad.shape == array.shape
-        for _ in range(FD_SAMPLES):
-            index = tuple(int(rng.integers(0, n)) for n in array.shape)
+        if every_entry and array.size <= FD_EVERY_ENTRY_UP_TO:
+            indices = list(np.ndindex(array.shape))
+        else:
+            indices = [tuple(int(rng.integers(0, n)) for n in array.shape) for _ in range(FD_SAMPLES)]
+        for index in indices:
             original = array[index]
             values = []
             for sign in (1, -1):
@@ -135,7 +146,8 @@ def test_gradients_equal_finite_differences(
     x = rng.normal(0.0, 1.5, (batch, timesteps, input_dim))
     mask = random_mask(rng, "right_padded" if mask_style == "right_padded" else "random", batch, timesteps)
     initial_state = random_states(rng, kind, batch, units, "float64") if rng.random() < 0.5 else None
-    used = finite_difference_check(layer, x, initial_state, None if mask_style == "none" else mask, rng)
+    # Every entry going forwards; samples going backwards (the grid's cost stays near its old one).
+    used = finite_difference_check(layer, x, initial_state, None if mask_style == "none" else mask, rng, not go_backwards)
     assert used <= 1.0, f"finite differences disagree: {used:.3g}x the tolerance"
 
 
@@ -168,6 +180,21 @@ def test_bidirectional_gradients_equal_finite_differences(variant: tuple[str, bo
     x = rng.normal(0.0, 1.5, (3, 5, 2))
     initial_state = random_states(rng, kind, 3, 3, "float64") + random_states(rng, kind, 3, 3, "float64")
     used = finite_difference_check(layer, x, initial_state, random_mask(rng, "random", 3, 5), rng)
+    assert used <= 1.0, f"{used:.3g}x the tolerance"
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=[_variant_id(*v) for v in VARIANTS])
+def test_stateful_bidirectional_gradients_equal_finite_differences(variant: tuple[str, bool]) -> None:
+    """Every carried state of both directions is a source too (its gradient included)."""
+    kind, reset_after = variant
+    rng = _rng("fd-bidirectional-stateful", variant)
+    inner = _layer(kind, reset_after, 3, 2, rng, return_sequences=True, stateful=True, dtype="float64")
+    layer = rnnparity.Bidirectional(inner, merge_mode="concat")
+    layer.dtype = np.dtype("float64")
+    layer.set_weights(inner.get_weights() + random_weights(rng, kind, 3, 2, True, reset_after, "float64"))
+    layer(rng.normal(0.0, 1.5, (2, 4, 2)))  # carried states are now non-zero
+    assert layer.states is not None and all(np.any(s != 0) for s in layer.states)
+    used = finite_difference_check(layer, rng.normal(0.0, 1.5, (2, 4, 2)), None, random_mask(rng, "random", 2, 4), rng)
     assert used <= 1.0, f"{used:.3g}x the tolerance"
 
 
@@ -385,7 +412,7 @@ def test_float32_gradient_cases_are_well_conditioned(chunk: int) -> None:
     within half the gradient tolerance, leaving the other half for Keras's rounding."""
     for case in FLOAT32[chunk::4]:
         low, high = twin_gradients(case), twin_gradients(case, dtype="float64")
-        for key, result in compare_gradients(high, low, "float32", case.case_id, share=0.5).items():
+        for key, result in compare_gradients(high, low, "float32", case.case_id, share=0.5, check_dtype=False).items():
             assert result.ok, f"{key}: {result.message}"
 
 
@@ -393,7 +420,7 @@ def test_float32_gradient_cases_are_well_conditioned(chunk: int) -> None:
 def test_float32_wide_gradient_cases_are_well_conditioned() -> None:
     for case in [c for v in (2, 3) for c in slow_cases(v) if c.dtype == "float32"]:
         low, high = twin_gradients(case), twin_gradients(case, dtype="float64")
-        for key, result in compare_gradients(high, low, "float32", case.case_id, share=0.5).items():
+        for key, result in compare_gradients(high, low, "float32", case.case_id, share=0.5, check_dtype=False).items():
             assert result.ok, f"{key}: {result.message}"
 
 

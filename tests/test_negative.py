@@ -7,14 +7,43 @@ comparison the parity suite uses reports a mismatch, on cases the suite also run
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
-from conftest import FLAVOR_MAJOR, flavor_params, keras_handle
+from conftest import FLAVOR_MAJOR, assert_keras_still_fails, flavor_params, keras_handle
 
+from rnnparity.compare import compare
 from rnnparity.layout import GATE_ORDER, gate_slice
+from rnnparity.lstm import LSTM
+from rnnparity.rnn import RecurrentLayer
 from rnnparity.suite import matrix, parity
 from rnnparity.suite.known_differences import expected_keras_failure
+
+
+def assert_caught(flavor: str, case: matrix.Case, **corrupt: Any) -> None:
+    """The twin corrupted by ``corrupt`` (run_case's twin_weights / twin_overrides) must fail
+    ``case`` against Keras. Where Keras cannot run the case (a known Keras failure), Keras must
+    still fail there, and the corrupted twin must differ from the correct one instead."""
+    handle = keras_handle(flavor)
+    failure = expected_keras_failure(case.to_dict(), handle.environment)
+    if failure is None:
+        broken = parity.run_case(case, handle, **corrupt)
+        assert not broken.ok, f"not detected: {broken.message}"
+        return
+    assert_keras_still_fails(failure, handle, lambda: parity.keras_results(case, handle))
+    weights = matrix.make_data(case).weights
+    transform = corrupt.get("twin_weights")
+    correct = parity.twin_for(case, backend=handle.backend, weights=weights)
+    wrong = parity.twin_for(
+        case,
+        backend=handle.backend,
+        weights=transform(weights) if transform else weights,
+        overrides=corrupt.get("twin_overrides"),
+    )
+    call = matrix.make_data(case).calls[0]
+    arguments = {"initial_state": call.initial_state, "mask": call.mask}
+    assert not compare(correct(call.inputs, **arguments), wrong(call.inputs, **arguments)).ok
 
 
 def _swap_gates(kind: str, a: str, b: str, units: int):
@@ -110,15 +139,103 @@ def test_wrong_hard_sigmoid_formula_is_caught(flavor: str, kind: str, reset_afte
 def test_wrong_reset_after_is_caught(flavor: str, use_bias: bool) -> None:
     """A GRU ported with the other reset_after convention (biases folded) must fail."""
     case = replace(BASE["gru"], keras_version=FLAVOR_MAJOR[flavor], use_bias=use_bias, reset_after=True)
-    failure = expected_keras_failure(case.to_dict(), keras_handle(flavor).environment)
-    if failure is not None:
-        pytest.skip(f"known Keras failure {failure.id}")
 
     def fold_bias(weights: list[np.ndarray]) -> list[np.ndarray]:
         return [weights[0], weights[1], weights[2][0] + weights[2][1]] if use_bias else weights
 
-    broken = parity.run_case(case, keras_handle(flavor), twin_weights=fold_bias, twin_overrides={"reset_after": False})
-    assert not broken.ok, broken.message
+    assert_caught(flavor, case, twin_weights=fold_bias, twin_overrides={"reset_after": False})
+
+
+# --------------------------------------------------------------------------- masks, states, h/c order
+def _mask_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(RecurrentLayer, "_check_mask", lambda self, mask, batch, timesteps: None)
+
+
+def _mask_inverted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """True read as 'padding' (PyTorch's key_padding_mask convention) instead of 'keep'."""
+    original = RecurrentLayer._check_mask
+
+    def inverted(self: RecurrentLayer, mask: Any, batch: int, timesteps: int) -> Any:
+        checked = original(self, mask, batch, timesteps)
+        return None if checked is None else ~checked
+
+    monkeypatch.setattr(RecurrentLayer, "_check_mask", inverted)
+
+
+def _initial_state_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = RecurrentLayer._initial_states
+    monkeypatch.setattr(RecurrentLayer, "_initial_states", lambda self, initial_state, batch: original(self, None, batch))
+
+
+def _initial_state_read_as_c_h(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = RecurrentLayer._initial_states
+
+    def reversed_states(self: RecurrentLayer, initial_state: Any, batch: int) -> Any:
+        states, structure = original(self, initial_state, batch)
+        return (states[::-1] if initial_state is not None else states), structure
+
+    monkeypatch.setattr(RecurrentLayer, "_initial_states", reversed_states)
+
+
+def _returns_c_before_h(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = LSTM.__call__
+
+    def swapped(self: LSTM, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        if not self.return_state:
+            return result
+        output, h, c = result
+        return type(result)([output, c, h])
+
+    monkeypatch.setattr(LSTM, "__call__", swapped)
+
+
+def _reset_state_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(RecurrentLayer, "reset_state", lambda self, states=None: None)
+
+
+def _state_not_carried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stateful layer that starts every call from zeros (the state is never carried)."""
+    original = RecurrentLayer._initial_states
+
+    def fresh(self: RecurrentLayer, initial_state: Any, batch: int) -> Any:
+        self._states = None
+        return original(self, initial_state, batch)
+
+    monkeypatch.setattr(RecurrentLayer, "_initial_states", fresh)
+
+
+_STATE_CASE = replace(BASE["lstm"], mask="scattered", initial_state=True, seed=21)
+PLAIN_LAYER_MISTAKES = {
+    "mask ignored": (_mask_ignored, _STATE_CASE),
+    "mask inverted": (_mask_inverted, _STATE_CASE),
+    "initial_state ignored": (_initial_state_ignored, _STATE_CASE),
+    "LSTM initial_state read as [c, h]": (_initial_state_read_as_c_h, _STATE_CASE),
+    "LSTM returns c before h": (_returns_c_before_h, _STATE_CASE),
+    "GRU mask ignored": (_mask_ignored, replace(BASE["gru"], mask="right_padded", seed=22)),
+    "SimpleRNN initial_state ignored": (_initial_state_ignored, replace(BASE["simple_rnn"], initial_state=True, seed=23)),
+    "reset_state ignored": (_reset_state_ignored, replace(BASE["gru"], stateful=True, seed=24)),
+    "stateful state not carried": (_state_not_carried, replace(BASE["lstm"], stateful=True, seed=25)),
+}
+
+
+@pytest.mark.parametrize(
+    ("flavor", "name"),
+    [
+        p
+        for f in FLAVOR_MAJOR
+        for p in flavor_params(f, [(f, n) for n in PLAIN_LAYER_MISTAKES], [f"{f}-{n}" for n in PLAIN_LAYER_MISTAKES])
+    ],
+)
+def test_mask_and_state_mistakes_are_caught(flavor: str, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    install, base = PLAIN_LAYER_MISTAKES[name]
+    case = replace(base, keras_version=FLAVOR_MAJOR[flavor])
+    assert case.stateful or case.mask != "none" or case.initial_state
+    correct = parity.run_case(case, keras_handle(flavor))
+    assert correct.ok, correct.message
+    install(monkeypatch)
+    broken = parity.run_case(case, keras_handle(flavor))
+    assert not broken.ok, f"{name} was not detected: {broken.message}"
 
 
 def test_constant_weights_would_hide_a_gate_swap() -> None:

@@ -178,6 +178,7 @@ def test_float32_agrees_with_float64_to_the_float32_tolerance(case: matrix.Case)
             low(call.inputs, initial_state=call.initial_state, mask=call.mask),
             dtype="float32",
             context=f"{case.case_id} call {number}",
+            check_dtype=False,  # float32 values against a float64 reference
         )
         assert result.ok, result.message
 
