@@ -54,8 +54,8 @@ def _gru_recurrent_kernel_in_float16(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def prepare(self: GRUCell) -> None:
         original(self)
-        if self.dtype == np.float32 and self._recurrent_gates is not None:
-            self._recurrent_gates = self._recurrent_gates.astype(np.float16).astype(np.float32)
+        if self.dtype == np.float32 and self.recurrent_gates is not None:
+            self.recurrent_gates = self.recurrent_gates.astype(np.float16).astype(np.float32)
 
     monkeypatch.setattr(GRUCell, "_prepare", prepare)
 

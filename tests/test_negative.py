@@ -171,8 +171,8 @@ def _initial_state_read_as_c_h(monkeypatch: pytest.MonkeyPatch) -> None:
     original = RecurrentLayer._initial_states
 
     def reversed_states(self: RecurrentLayer, initial_state: Any, batch: int) -> Any:
-        states, structure = original(self, initial_state, batch)
-        return (states[::-1] if initial_state is not None else states), structure
+        states, *rest = original(self, initial_state, batch)
+        return (states[::-1] if initial_state is not None else states), *rest
 
     monkeypatch.setattr(RecurrentLayer, "_initial_states", reversed_states)
 
