@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Union
 
 import numpy as np
 
+from rnnparity import threads
 from rnnparity.cell import Cell, RecurrentCell, StepRecord, check_states, dtype_config
 from rnnparity.checks import (
     TRAINING_ONLY_ARGS,
@@ -61,6 +62,7 @@ __all__ = [
     "flatten_nested",
     "projection_chunk",
     "run_time_loop",
+    "step_macs",
 ]
 
 
@@ -73,6 +75,11 @@ def projection_chunk(timesteps: int, batch: int, width: int, itemsize: int) -> i
     """How many timesteps the loop projects per matmul (at least 1, at most ``timesteps``)."""
     per_step = max(1, batch * width * itemsize)
     return max(1, min(timesteps, PROJECTION_CHUNK_BYTES // per_step))
+
+
+def step_macs(cell: RecurrentCell, batch: int) -> int:
+    """Multiply-adds of one step's recurrent matmul (what decides the BLAS threads, see :mod:`rnnparity.threads`)."""
+    return batch * cell.projection_width * cell.output_size
 
 
 def run_time_loop(
@@ -96,7 +103,8 @@ def run_time_loop(
 
     The input projection ``x_t @ kernel + input_bias`` is hoisted out of the loop: it is
     computed for a chunk of timesteps at a time (one matmul, see ``projection_chunk``), so
-    the loop itself does only the recurrent matmul and the gates.
+    the loop itself does only the recurrent matmul and the gates. The loop runs on the BLAS
+    threads :mod:`rnnparity.threads` chooses for it; the process's count is restored after.
 
     A masked step repeats the previous output. Before the first unmasked step that is zeros
     on the TensorFlow backend and the initial ``h`` on the JAX backend (Keras's JAX loop
@@ -109,24 +117,25 @@ def run_time_loop(
     projected = np.empty((0, 0))  # (gates, steps, batch, units): the current chunk
     first = 0  # the timestep that projected[:, 0] belongs to
     order = range(timesteps - 1, -1, -1) if go_backwards else range(timesteps)
-    for k, t in enumerate(order):
-        if not first <= t < first + projected.shape[1]:
-            first = max(0, t - chunk + 1) if go_backwards else t
-            del projected  # so that at most one chunk is alive while the next is computed
-            projected = cell.input_projection(np.ascontiguousarray(inputs[first : first + chunk]))
-        x_proj = projected[:, t - first]
-        if recorder is None:
-            output, new_states = cell.recurrent_step(x_proj, states)
-        else:
-            output, new_states = cell.recurrent_step(x_proj, states, recorder(t))
-        if mask is not None and not mask[t].all():
-            keep = mask[t][:, None]
-            new_states = [np.where(keep, new, old) for new, old in zip(new_states, states)]
-            output = np.where(keep, output, zeros if zero_output_for_mask else previous_output)
-        states = new_states
-        previous_output = output
-        if outputs is not None:
-            outputs[k] = output
+    with threads.for_call(step_macs(cell, batch)):
+        for k, t in enumerate(order):
+            if not first <= t < first + projected.shape[1]:
+                first = max(0, t - chunk + 1) if go_backwards else t
+                del projected  # so that at most one chunk is alive while the next is computed
+                projected = cell.input_projection(np.ascontiguousarray(inputs[first : first + chunk]))
+            x_proj = projected[:, t - first]
+            if recorder is None:
+                output, new_states = cell.recurrent_step(x_proj, states)
+            else:
+                output, new_states = cell.recurrent_step(x_proj, states, recorder(t))
+            if mask is not None and not mask[t].all():
+                keep = mask[t][:, None]
+                new_states = [np.where(keep, new, old) for new, old in zip(new_states, states)]
+                output = np.where(keep, output, zeros if zero_output_for_mask else previous_output)
+            states = new_states
+            previous_output = output
+            if outputs is not None:
+                outputs[k] = output
     return previous_output, states
 
 
