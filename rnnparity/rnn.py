@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
@@ -59,12 +60,17 @@ __all__ = [
     "LayerCall",
     "LayerOutput",
     "RecurrentLayer",
+    "SPLITTABLE_KINDS",
     "flatten_nested",
     "projection_chunk",
     "run_time_loop",
     "step_macs",
 ]
 
+
+# Cells whose batch rows never interact in a step, so that a forward call may run slices of
+# its batch in parallel (rnnparity.threads decides when).
+SPLITTABLE_KINDS = ("lstm", "gru", "simple_rnn")
 
 # The input projection of all timesteps is one matmul per chunk of timesteps; a chunk holds
 # at most this many bytes of projected inputs, so memory stays bounded for long sequences.
@@ -111,13 +117,17 @@ def run_time_loop(
     repeats ``states[0]``, which equals the output at every later step).
     """
     timesteps, batch, _ = inputs.shape
+    splittable = recorder is None and getattr(cell, "kind", None) in SPLITTABLE_KINDS
+    plan = threads.choose(threads.current_setting(), step_macs(cell, batch), batch, splittable)
+    if plan.workers > 1:
+        return _split_batch(plan.workers, cell, inputs, states, mask, go_backwards, zero_output_for_mask, outputs, backend)
     zeros = np.zeros((batch, cell.output_size), dtype=cell.dtype)
     previous_output = states[cell.output_state_index] if backend == "jax" else zeros
     chunk = projection_chunk(timesteps, batch, cell.projection_width, cell.dtype.itemsize)
     projected = np.empty((0, 0))  # (gates, steps, batch, units): the current chunk
     first = 0  # the timestep that projected[:, 0] belongs to
     order = range(timesteps - 1, -1, -1) if go_backwards else range(timesteps)
-    with threads.for_call(step_macs(cell, batch)):
+    with threads.limited(plan.blas_threads):
         for k, t in enumerate(order):
             if not first <= t < first + projected.shape[1]:
                 first = max(0, t - chunk + 1) if go_backwards else t
@@ -137,6 +147,44 @@ def run_time_loop(
             if outputs is not None:
                 outputs[k] = output
     return previous_output, states
+
+
+def _split_batch(
+    workers: int,
+    cell: RecurrentCell,
+    inputs: np.ndarray,
+    states: list[np.ndarray],
+    mask: np.ndarray | None,
+    go_backwards: bool,
+    zero_output_for_mask: bool,
+    outputs: np.ndarray | None,
+    backend: str,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``run_time_loop`` over ``workers`` slices of the batch at once, one Python thread and
+    one BLAS thread each (rows never interact, and NumPy releases the GIL in its matmuls
+    and element-wise functions). Each slice writes its rows of ``outputs``; the results
+    are the rows of the slices, in order: the same bits as one loop over the whole batch."""
+    bounds = np.linspace(0, inputs.shape[1], workers + 1).astype(int)
+    errors = np.geterr()  # the caller's floating-point error handling, which new threads do not inherit
+
+    def run(rows: slice) -> tuple[np.ndarray, list[np.ndarray]]:
+        # The slice's own loop: one BLAS thread, not split again.
+        with threads.blas_threads(1), np.errstate(**errors):
+            return run_time_loop(
+                cell,
+                inputs[:, rows],
+                [s[rows] for s in states],
+                None if mask is None else mask[:, rows],
+                go_backwards,
+                zero_output_for_mask,
+                None if outputs is None else outputs[:, rows],
+                backend,
+            )
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="rnnparity-batch") as pool:
+        slices = list(pool.map(run, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))
+    last_output = np.concatenate([last for last, _ in slices])
+    return last_output, [np.concatenate(parts) for parts in zip(*(final for _, final in slices))]
 
 
 @dataclass

@@ -37,6 +37,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Union
 
 ENV_VAR = "RNNPARITY_BLAS_THREADS"
@@ -45,11 +46,29 @@ ENV_VAR = "RNNPARITY_BLAS_THREADS"
 # the machine does (measured on OpenBLAS 0.3.31, 2 cores; see docs/bench.md).
 SMALL_STEP_MACS = 2**22
 
+# A forward call splits its batch over Python threads only when each slice keeps at least
+# this many rows (a matmul of one row takes another BLAS path, whose bits may differ).
+MIN_SPLIT_ROWS = 32
+
+# Whether a large forward call on an idle machine splits its batch over Python threads
+# (True) or leaves its matmuls to BLAS's own threads (False).
+SPLIT_BATCH = True
+
 Setting = Union[str, int]
 
 _override: ContextVar[Setting | None] = ContextVar("rnnparity_blas_threads", default=None)
 
-__all__ = ["ENV_VAR", "SMALL_STEP_MACS", "blas_threads", "choose", "current_blas_threads", "limited", "parse_setting"]
+__all__ = [
+    "ENV_VAR",
+    "MIN_SPLIT_ROWS",
+    "SMALL_STEP_MACS",
+    "Plan",
+    "blas_threads",
+    "choose",
+    "current_blas_threads",
+    "limited",
+    "parse_setting",
+]
 
 
 def parse_setting(value: Any, argument: str) -> Setting:
@@ -169,20 +188,35 @@ def other_running_tasks(samples: int = 3, interval: float = 2e-4) -> int:
     return max(0, fewest - _own_running_threads())
 
 
-def choose(setting: Setting, step_macs: int) -> int | None:
-    """The BLAS thread count for a call whose recurrent matmul does ``step_macs`` multiply-adds
-    per step, under ``setting``; None means leave the process's count as it is."""
+@dataclass(frozen=True)
+class Plan:
+    """How one call runs: on ``blas_threads`` BLAS threads (None: as the process has them),
+    its batch split over ``workers`` Python threads (1: not split)."""
+
+    blas_threads: int | None
+    workers: int = 1
+
+
+def choose(setting: Setting, step_macs: int, batch: int = 0, splittable: bool = False) -> Plan:
+    """The plan for a call whose recurrent matmul does ``step_macs`` multiply-adds per step
+    over ``batch`` rows, under ``setting``. ``splittable``: the call may run its batch in
+    parallel slices (a forward call; gradients record whole-batch steps)."""
     if setting == "keep":
-        return None
+        return Plan(None)
     if isinstance(setting, int):
-        return setting
+        return Plan(setting)
     if step_macs < SMALL_STEP_MACS or os.environ.get("PYTEST_XDIST_WORKER"):
-        return 1
+        return Plan(1)
+    free = _available_cores() - other_running_tasks()
+    if SPLIT_BATCH and splittable and free >= 2 and batch >= 2 * MIN_SPLIT_ROWS:
+        # Each slice on one BLAS thread: no thread waits for another until the slices are
+        # done, and the element-wise gate functions (one core each in NumPy) run in parallel.
+        # Only on free cores: a slice's thread descheduled while it holds the GIL stalls the others.
+        return Plan(1, min(free, batch // MIN_SPLIT_ROWS))
     current = current_blas_threads()
     if current is None or current <= 1:
-        return None
-    free = _available_cores() - other_running_tasks()
-    return max(1, free) if free < current else None
+        return Plan(None)
+    return Plan(max(1, free)) if free < current else Plan(None)
 
 
 @contextlib.contextmanager
@@ -217,6 +251,6 @@ def _set(libraries: list[Any], counts: Sequence[int | None]) -> None:
 
 @contextlib.contextmanager
 def for_call(step_macs: int) -> Iterator[None]:
-    """The BLAS threads chosen for one twin call (see the module docstring) inside the block."""
-    with limited(choose(current_setting(), step_macs)):
+    """The BLAS threads chosen for one twin call that is not split (see the module docstring) inside the block."""
+    with limited(choose(current_setting(), step_macs).blas_threads):
         yield

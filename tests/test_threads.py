@@ -18,7 +18,7 @@ LAYERS = {"lstm": rnnparity.LSTM, "gru": rnnparity.GRU, "simple_rnn": rnnparity.
 
 
 def twin(kind: str, units: int, input_dim: int, dtype: str = "float32", seed: int = 0, **options) -> rnnparity.LSTM:
-    layer = LAYERS[kind](units, return_sequences=True, dtype=dtype, **options)
+    layer = LAYERS[kind](units, dtype=dtype, **{"return_sequences": True, **options})
     layer.set_weights(random_weights(np.random.default_rng(seed), kind, units, input_dim, dtype=dtype))
     return layer
 
@@ -50,29 +50,35 @@ def threads_seen_by_steps(layer, x, monkeypatch) -> set[int | None]:
     return seen
 
 
+BIG = threads.SMALL_STEP_MACS
+
+
 @pytest.mark.parametrize(
-    ("setting", "busy", "step_macs", "expected"),
+    ("setting", "busy", "step_macs", "batch", "splittable", "expected"),
     [
-        ("auto", 0, threads.SMALL_STEP_MACS - 1, 1),  # a small step: one thread, idle or not
-        ("auto", 0, threads.SMALL_STEP_MACS, None),  # a large step on an idle machine: the process's count
-        ("auto", 1, threads.SMALL_STEP_MACS, 1),  # a large step beside one busy process (2 cores)
-        ("keep", 1, 1, None),
-        (3, 0, threads.SMALL_STEP_MACS, 3),
-        (1, 0, threads.SMALL_STEP_MACS, 1),
+        ("auto", 0, BIG - 1, 256, True, threads.Plan(1)),  # a small step: one thread, idle or not
+        ("auto", 0, BIG, 256, False, threads.Plan(None)),  # large, idle, not splittable: the process's count
+        ("auto", 0, BIG, 256, True, threads.Plan(1, 2)),  # large, idle: two slices of the batch
+        ("auto", 0, BIG, 63, True, threads.Plan(None)),  # too few rows for two slices of 32
+        ("auto", 1, BIG, 256, True, threads.Plan(1)),  # beside one busy process (2 cores): one thread
+        ("auto", 3, BIG, 256, False, threads.Plan(1)),
+        ("keep", 1, 1, 256, True, threads.Plan(None)),
+        (3, 0, BIG, 256, True, threads.Plan(3)),
+        (1, 0, BIG, 256, True, threads.Plan(1)),
     ],
 )
-def test_choice(two_blas_threads, monkeypatch, setting, busy, step_macs, expected) -> None:
+def test_choice(two_blas_threads, monkeypatch, setting, busy, step_macs, batch, splittable, expected) -> None:
     monkeypatch.setattr(threads, "other_running_tasks", lambda: busy)
     monkeypatch.setattr(threads, "_available_cores", lambda: 2)
-    assert threads.choose(setting, step_macs) == expected
+    assert threads.choose(setting, step_macs, batch, splittable) == expected
 
 
 def test_auto_uses_one_thread_in_an_xdist_worker(two_blas_threads, monkeypatch) -> None:
     monkeypatch.setattr(threads, "other_running_tasks", lambda: 0)
     monkeypatch.setattr(threads, "_available_cores", lambda: 2)
-    assert threads.choose("auto", 10 * threads.SMALL_STEP_MACS) is None
+    assert threads.choose("auto", 10 * BIG) == threads.Plan(None)
     monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw0")
-    assert threads.choose("auto", 10 * threads.SMALL_STEP_MACS) == 1
+    assert threads.choose("auto", 10 * BIG, 256, True) == threads.Plan(1)
 
 
 def test_other_running_tasks_subtracts_this_process(monkeypatch) -> None:
@@ -155,14 +161,14 @@ def test_concurrent_calls_from_python_threads_restore_the_count(two_blas_threads
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_thread_counts_change_no_bit(two_blas_threads, kind: str, dtype: str) -> None:
     """A medium layer (B32 T100 D64 H128) and a wider one (B160 H256), forward and
-    gradients, on one, two and three BLAS threads: the same bits."""
+    gradients, on one and on two BLAS threads: the same bits."""
     for batch, timesteps, input_dim, units in [(32, 100, 64, 128), (160, 12, 32, 256)]:
         layer = twin(kind, units, input_dim, dtype, seed=4)
         rng = np.random.default_rng(5)
         x = rng.normal(size=(batch, timesteps, input_dim)).astype(dtype)
         dy = rng.normal(size=(batch, timesteps, units)).astype(dtype)
         runs = []
-        for count in (1, 2, 3):
+        for count in (1, 2):
             with rnnparity.blas_threads(count):
                 runs.append((layer(x), rnnparity.gradients(layer, x, dy)))
         for output, grads in runs[1:]:
@@ -194,3 +200,75 @@ def test_bad_settings_name_the_argument(value: str, monkeypatch) -> None:
 @pytest.mark.parametrize(("value", "expected"), [("auto", "auto"), (" KEEP ", "keep"), ("4", 4), (2, 2)])
 def test_settings(value, expected) -> None:
     assert threads.parse_setting(value, "blas_threads") == expected
+
+
+@pytest.fixture
+def idle_two_cores(two_blas_threads, monkeypatch):
+    """auto on an idle 2-core machine, with the large-step threshold lowered so that small,
+    cheap layers take the large-step paths."""
+    monkeypatch.setattr(threads, "other_running_tasks", lambda: 0)
+    monkeypatch.setattr(threads, "_available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "SMALL_STEP_MACS", 1)
+
+
+@pytest.mark.parametrize("kind", list(LAYERS))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"return_sequences": True},
+        {"return_state": True, "go_backwards": True},
+        {"return_sequences": True, "return_state": True, "zero_output_for_mask": True},
+        {"return_sequences": True, "backend": "jax"},
+    ],
+    ids=["sequences", "backwards-state", "zero-output", "jax"],
+)
+def test_a_split_batch_gives_the_bits_of_one_loop(idle_two_cores, monkeypatch, kind, dtype, options) -> None:
+    calls = []
+    split = rnnparity.rnn._split_batch
+
+    def counted(workers, *args):
+        calls.append(workers)
+        return split(workers, *args)
+
+    monkeypatch.setattr(rnnparity.rnn, "_split_batch", counted)
+    layer = twin(kind, 12, 5, dtype, seed=6, **options)
+    rng = np.random.default_rng(7)
+    x = rng.normal(scale=2.0, size=(70, 9, 5)).astype(dtype)  # 70 rows: slices of 35 and 35
+    mask = rng.uniform(size=(70, 9)) > 0.3
+    mask[:5, :3] = False  # masked first steps: the jax backend repeats the initial h there
+    initial = [rng.normal(size=(70, 12)).astype(dtype) for _ in range(2 if kind == "lstm" else 1)]
+    with rnnparity.blas_threads("keep"):
+        expected = layer(x, initial_state=initial, mask=mask)
+    got = layer(x, initial_state=initial, mask=mask)
+    assert calls == [2]
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    got = got if isinstance(got, tuple) else (got,)
+    assert len(got) == len(expected) and all(np.array_equal(a, b) for a, b in zip(got, expected))
+    assert threads.current_blas_threads() == 2
+
+
+def test_a_split_stateful_layer_carries_its_states(idle_two_cores) -> None:
+    layer = twin("lstm", 8, 3, stateful=True)
+    reference = twin("lstm", 8, 3, stateful=True)
+    x = np.random.default_rng(8).normal(size=(64, 10, 3))
+    for chunk in (x[:, :4], x[:, 4:]):
+        got = layer(chunk)
+        with rnnparity.blas_threads("keep"):
+            expected = reference(chunk)
+        assert np.array_equal(got, expected)
+    assert all(np.array_equal(a, b) for a, b in zip(layer.states, reference.states))
+
+
+def test_a_split_batch_keeps_the_callers_error_handling_and_leaves_no_thread(idle_two_cores) -> None:
+    import warnings
+
+    layer = twin("gru", 6, 3)
+    layer.set_weights([1e4 * w for w in layer.get_weights()])  # exp overflows inside the gates
+    x = np.random.default_rng(9).normal(size=(64, 5, 3))
+    before = threading.active_count()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = layer(x)
+    assert np.isfinite(y).all()
+    assert threading.active_count() == before
