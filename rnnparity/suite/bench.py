@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Sequence
@@ -147,15 +148,17 @@ def twin_phases(twin: Any, inputs: np.ndarray, repeats: int) -> dict[str, float]
     """Median milliseconds a twin call spends in the input projection, in the recurrent
     steps, and elsewhere (checks, the output array, the transposes), over ``repeats``
     instrumented calls. The cell's two methods are wrapped on the instance for the
-    duration, so the class and other twins are untouched."""
+    duration, so the class and other twins are untouched. When a call splits its batch over
+    threads (:mod:`rnnparity.threads`), the phases are those of the slowest slice."""
     cell = twin.cell
-    spent = {"projection": 0.0, "steps": 0.0}
+    spent: dict[tuple[str, int], float] = {}  # (phase, thread) -> seconds in this call
 
     def timed(method: Callable[..., Any], phase: str) -> Callable[..., Any]:
         def run(*args: Any) -> Any:
             start = time.perf_counter()
             result = method(*args)
-            spent[phase] += time.perf_counter() - start
+            key = (phase, threading.get_ident())
+            spent[key] = spent.get(key, 0.0) + time.perf_counter() - start
             return result
 
         return run
@@ -165,13 +168,16 @@ def twin_phases(twin: Any, inputs: np.ndarray, repeats: int) -> dict[str, float]
     samples: dict[str, list[float]] = {"projection": [], "steps": [], "rest": []}
     try:
         for _ in range(repeats):
-            spent.update(projection=0.0, steps=0.0)
+            spent.clear()
             start = time.perf_counter()
             twin(inputs)
             total = time.perf_counter() - start
-            samples["projection"].append(spent["projection"])
-            samples["steps"].append(spent["steps"])
-            samples["rest"].append(total - spent["projection"] - spent["steps"])
+            slices = {thread for _, thread in spent}
+            slowest = max(slices, key=lambda t: spent.get(("projection", t), 0.0) + spent.get(("steps", t), 0.0))
+            projection, steps = spent.get(("projection", slowest), 0.0), spent.get(("steps", slowest), 0.0)
+            samples["projection"].append(projection)
+            samples["steps"].append(steps)
+            samples["rest"].append(total - projection - steps)
     finally:
         del cell.input_projection, cell.recurrent_step
     return {phase: 1e3 * statistics.median(values) for phase, values in samples.items()}
