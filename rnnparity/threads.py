@@ -171,20 +171,18 @@ def _own_running_threads() -> int:
     return max(1, running)
 
 
-def other_running_tasks(samples: int = 3, interval: float = 2e-4) -> int:
+def other_running_tasks(samples: int = 2, interval: float = 2e-4) -> int:
     """Runnable tasks of other processes: the fewest of ``samples`` looks at the machine
     ``interval`` seconds apart (one look may catch a blip), minus this process's own."""
-    seen = []
+    fewest = None
     for k in range(samples):
         if k:
             time.sleep(interval)
         count = _runnable_tasks()
-        if count is None:
+        if count is None or count <= 1:  # unknown, or only the thread reading: idle (the usual case costs one read)
             return 0
-        seen.append(count)
-    fewest = min(seen)
-    if fewest <= 1:  # only the thread reading
-        return 0
+        fewest = count if fewest is None else min(fewest, count)
+    assert fewest is not None
     return max(0, fewest - _own_running_threads())
 
 
