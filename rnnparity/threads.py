@@ -18,7 +18,11 @@ The choice, ``"auto"`` (the default):
 * one thread when other processes are running right now, so that fewer cores are free
   than BLAS has threads (the kernel's count of runnable tasks in ``/proc/loadavg``, minus
   this process's own running threads; Linux only, elsewhere the machine counts as idle);
-* otherwise the count the process already has (NumPy's default: one per core).
+* a large forward call on free cores: its batch split into slices, one per free core, each
+  run on its own Python thread with one BLAS thread (the rows of a batch never meet in a
+  step, so the slices give the same bits); ConvLSTM and stacks are not split;
+* otherwise the count the process already has (NumPy's default: one per core). A process
+  whose BLAS has one thread (``OPENBLAS_NUM_THREADS=1``) keeps it, and is never split.
 
 Overrides, strongest first: the context manager ``rnnparity.blas_threads(setting)`` for
 the calls inside it; the environment variable ``RNNPARITY_BLAS_THREADS``. A setting is
@@ -205,15 +209,16 @@ def choose(setting: Setting, step_macs: int, batch: int = 0, splittable: bool = 
         return Plan(setting)
     if step_macs < SMALL_STEP_MACS or os.environ.get("PYTEST_XDIST_WORKER"):
         return Plan(1)
+    current = current_blas_threads()
+    if current is None or current <= 1:  # no BLAS we can set, or the process asked for one thread
+        return Plan(None)
     free = _available_cores() - other_running_tasks()
-    if SPLIT_BATCH and splittable and free >= 2 and batch >= 2 * MIN_SPLIT_ROWS:
+    workers = min(free, current, batch // MIN_SPLIT_ROWS)
+    if SPLIT_BATCH and splittable and workers >= 2:
         # Each slice on one BLAS thread: no thread waits for another until the slices are
         # done, and the element-wise gate functions (one core each in NumPy) run in parallel.
         # Only on free cores: a slice's thread descheduled while it holds the GIL stalls the others.
-        return Plan(1, min(free, batch // MIN_SPLIT_ROWS))
-    current = current_blas_threads()
-    if current is None or current <= 1:
-        return Plan(None)
+        return Plan(1, workers)
     return Plan(max(1, free)) if free < current else Plan(None)
 
 

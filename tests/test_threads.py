@@ -73,6 +73,13 @@ def test_choice(two_blas_threads, monkeypatch, setting, busy, step_macs, batch, 
     assert threads.choose(setting, step_macs, batch, splittable) == expected
 
 
+def test_auto_respects_a_process_on_one_blas_thread(two_blas_threads, monkeypatch) -> None:
+    monkeypatch.setattr(threads, "other_running_tasks", lambda: 0)
+    monkeypatch.setattr(threads, "_available_cores", lambda: 2)
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        assert threads.choose("auto", 10 * BIG, 256, True) == threads.Plan(None)
+
+
 def test_auto_uses_one_thread_in_an_xdist_worker(two_blas_threads, monkeypatch) -> None:
     monkeypatch.setattr(threads, "other_running_tasks", lambda: 0)
     monkeypatch.setattr(threads, "_available_cores", lambda: 2)
