@@ -47,16 +47,21 @@ from typing import Any, Union
 ENV_VAR = "RNNPARITY_BLAS_THREADS"
 
 # A step's recurrent matmul below this many multiply-adds runs on one BLAS thread whatever
-# the machine does (measured on OpenBLAS 0.3.31, 2 cores; see docs/bench.md).
-SMALL_STEP_MACS = 2**22
+# the machine does (OpenBLAS itself runs a matmul this small on one thread). Above it, the
+# machine decides: on 2 idle cores two threads were ~8% faster even at B32 H128 (OpenBLAS
+# 0.3.31, 2026-12-02; docs/bench.md), while one busy process made them several times slower.
+SMALL_STEP_MACS = 2**18
 
 # A forward call splits its batch over Python threads only when each slice keeps at least
 # this many rows (a matmul of one row takes another BLAS path, whose bits may differ).
 MIN_SPLIT_ROWS = 32
 
 # Whether a large forward call on an idle machine splits its batch over Python threads
-# (True) or leaves its matmuls to BLAS's own threads (False).
-SPLIT_BATCH = True
+# (True) or leaves its matmuls to BLAS's own threads (False). Off: measured on 2 idle cores
+# (2026-12-02), the split large LSTM took 425 ms against 321 ms on BLAS's two threads (GRU
+# 323 against 254), no faster than one thread (448 ms): the slices contend for the GIL
+# between NumPy calls. Kept, tested, for machines where it measures better.
+SPLIT_BATCH = False
 
 Setting = Union[str, int]
 

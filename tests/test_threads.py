@@ -68,9 +68,16 @@ BIG = threads.SMALL_STEP_MACS
     ],
 )
 def test_choice(two_blas_threads, monkeypatch, setting, busy, step_macs, batch, splittable, expected) -> None:
+    monkeypatch.setattr(threads, "SPLIT_BATCH", True)
     monkeypatch.setattr(threads, "other_running_tasks", lambda: busy)
     monkeypatch.setattr(threads, "_available_cores", lambda: 2)
     assert threads.choose(setting, step_macs, batch, splittable) == expected
+
+
+def test_by_default_a_large_call_on_free_cores_uses_blas_threads_unsplit(two_blas_threads, monkeypatch) -> None:
+    monkeypatch.setattr(threads, "other_running_tasks", lambda: 0)
+    monkeypatch.setattr(threads, "_available_cores", lambda: 2)
+    assert threads.choose("auto", 10 * BIG, 256, True) == threads.Plan(None)
 
 
 def test_auto_respects_a_process_on_one_blas_thread(two_blas_threads, monkeypatch) -> None:
@@ -216,6 +223,7 @@ def idle_two_cores(two_blas_threads, monkeypatch):
     monkeypatch.setattr(threads, "other_running_tasks", lambda: 0)
     monkeypatch.setattr(threads, "_available_cores", lambda: 2)
     monkeypatch.setattr(threads, "SMALL_STEP_MACS", 1)
+    monkeypatch.setattr(threads, "SPLIT_BATCH", True)
 
 
 @pytest.mark.parametrize("kind", list(LAYERS))
