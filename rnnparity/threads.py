@@ -12,15 +12,16 @@ a number: each element of a matmul is computed by one thread either way.
 The choice, ``"auto"`` (the default):
 
 * one thread when a step's recurrent matmul is small (fewer than :data:`SMALL_STEP_MACS`
-  multiply-adds): there the threads' synchronisation costs more than they win;
+  multiply-adds);
 * one thread inside a pytest-xdist worker (``PYTEST_XDIST_WORKER`` is set): the workers
   already occupy the cores;
 * one thread when other processes are running right now, so that fewer cores are free
   than BLAS has threads (the kernel's count of runnable tasks in ``/proc/loadavg``, minus
   this process's own running threads; Linux only, elsewhere the machine counts as idle);
-* a large forward call on free cores: its batch split into slices, one per free core, each
-  run on its own Python thread with one BLAS thread (the rows of a batch never meet in a
-  step, so the slices give the same bits); ConvLSTM and stacks are not split;
+* with :data:`SPLIT_BATCH` on (off by default, see there), a large forward call on free
+  cores: its batch split into slices, one per free core, each run on its own Python thread
+  with one BLAS thread (the rows of a batch never meet in a step, so the slices give the
+  same bits); ConvLSTM and stacks are not split;
 * otherwise the count the process already has (NumPy's default: one per core). A process
   whose BLAS has one thread (``OPENBLAS_NUM_THREADS=1``) keeps it, and is never split.
 
