@@ -18,6 +18,7 @@ from rnnparity.lstm import LSTM, LSTMCell
 from rnnparity.rnn import RNN
 from rnnparity.simple_rnn import SimpleRNN, SimpleRNNCell
 from rnnparity.stacked import StackedRNNCells
+from rnnparity.threads import blas_threads
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,7 @@ __all__ = [
     "SimpleRNNCell",
     "StackedRNNCells",
     "assert_parity",
+    "blas_threads",
     "compare",
     "drift",
     "from_keras",

@@ -64,9 +64,10 @@ from typing import Any
 
 import numpy as np
 
+from rnnparity import threads
 from rnnparity.bidirectional import Bidirectional
 from rnnparity.checks import as_float_array, as_float_array_or_self, cast_nested, flatten_nested
-from rnnparity.rnn import LayerCall, RecurrentLayer
+from rnnparity.rnn import LayerCall, RecurrentLayer, step_macs
 from rnnparity.stacked import StackedRNNCells
 from rnnparity.tapes import Tape, tape_for
 
@@ -130,7 +131,8 @@ def _backward(run: _Run, d_output: np.ndarray, d_states: list[np.ndarray]) -> tu
     d_inputs = np.empty(run.call.input_shape, dtype=layer.dtype)
     d_inputs_tm = d_inputs if layer.time_major else d_inputs.transpose(1, 0, 2)
     d_s = list(d_states)
-    with np.errstate(over="ignore", invalid="ignore"):
+    # The BLAS threads as the forward loop chooses them (rnnparity.threads), restored after.
+    with np.errstate(over="ignore", invalid="ignore"), threads.for_call(step_macs(layer.cell, batch)):
         for k in range(timesteps - 1, -1, -1):
             t = timesteps - 1 - k if layer.go_backwards else k
             if d_sequence is not None:

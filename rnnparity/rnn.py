@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
 import numpy as np
 
+from rnnparity import threads
 from rnnparity.cell import Cell, RecurrentCell, StepRecord, check_states, dtype_config
 from rnnparity.checks import (
     TRAINING_ONLY_ARGS,
@@ -61,11 +63,17 @@ __all__ = [
     "LayerCall",
     "LayerOutput",
     "RecurrentLayer",
+    "SPLITTABLE_KINDS",
     "flatten_nested",
     "projection_chunk",
     "run_time_loop",
+    "step_macs",
 ]
 
+
+# Cells whose batch rows never interact in a step, so that a forward call may run slices of
+# its batch in parallel (rnnparity.threads decides when).
+SPLITTABLE_KINDS = ("lstm", "gru", "simple_rnn")
 
 # The input projection of all timesteps is one matmul per chunk of timesteps; a chunk holds
 # at most this many bytes of projected inputs, so memory stays bounded for long sequences.
@@ -76,6 +84,11 @@ def projection_chunk(timesteps: int, batch: int, width: int, itemsize: int) -> i
     """How many timesteps the loop projects per matmul (at least 1, at most ``timesteps``)."""
     per_step = max(1, batch * width * itemsize)
     return max(1, min(timesteps, PROJECTION_CHUNK_BYTES // per_step))
+
+
+def step_macs(cell: RecurrentCell, batch: int) -> int:
+    """Multiply-adds of one step's recurrent matmul (what decides the BLAS threads, see :mod:`rnnparity.threads`)."""
+    return batch * cell.projection_width * cell.output_size
 
 
 def run_time_loop(
@@ -99,38 +112,82 @@ def run_time_loop(
 
     The input projection ``x_t @ kernel + input_bias`` is hoisted out of the loop: it is
     computed for a chunk of timesteps at a time (one matmul, see ``projection_chunk``), so
-    the loop itself does only the recurrent matmul and the gates.
+    the loop itself does only the recurrent matmul and the gates. The loop runs on the BLAS
+    threads :mod:`rnnparity.threads` chooses for it; the process's count is restored after.
 
     A masked step repeats the previous output. Before the first unmasked step that is zeros
     on the TensorFlow and torch backends and the initial ``h`` on the JAX and NumPy backends
     (their loops repeat ``states[0]``, which equals the output at every later step).
     """
     timesteps, batch, _ = inputs.shape
+    splittable = recorder is None and getattr(cell, "kind", None) in SPLITTABLE_KINDS
+    plan = threads.choose(threads.current_setting(), step_macs(cell, batch), batch, splittable)
+    if plan.workers > 1:
+        return _split_batch(plan.workers, cell, inputs, states, mask, go_backwards, zero_output_for_mask, outputs, backend)
     zeros = np.zeros((batch, cell.output_size), dtype=cell.dtype)
     previous_output = states[cell.output_state_index] if backend in REPEATS_INITIAL_H else zeros
     chunk = projection_chunk(timesteps, batch, cell.projection_width, cell.dtype.itemsize)
     projected = np.empty((0, 0))  # (gates, steps, batch, units): the current chunk
     first = 0  # the timestep that projected[:, 0] belongs to
     order = range(timesteps - 1, -1, -1) if go_backwards else range(timesteps)
-    for k, t in enumerate(order):
-        if not first <= t < first + projected.shape[1]:
-            first = max(0, t - chunk + 1) if go_backwards else t
-            del projected  # so that at most one chunk is alive while the next is computed
-            projected = cell.input_projection(np.ascontiguousarray(inputs[first : first + chunk]))
-        x_proj = projected[:, t - first]
-        if recorder is None:
-            output, new_states = cell.recurrent_step(x_proj, states)
-        else:
-            output, new_states = cell.recurrent_step(x_proj, states, recorder(t))
-        if mask is not None and not mask[t].all():
-            keep = mask[t][:, None]
-            new_states = [np.where(keep, new, old) for new, old in zip(new_states, states)]
-            output = np.where(keep, output, zeros if zero_output_for_mask else previous_output)
-        states = new_states
-        previous_output = output
-        if outputs is not None:
-            outputs[k] = output
+    with threads.limited(plan.blas_threads):
+        for k, t in enumerate(order):
+            if not first <= t < first + projected.shape[1]:
+                first = max(0, t - chunk + 1) if go_backwards else t
+                del projected  # so that at most one chunk is alive while the next is computed
+                projected = cell.input_projection(np.ascontiguousarray(inputs[first : first + chunk]))
+            x_proj = projected[:, t - first]
+            if recorder is None:
+                output, new_states = cell.recurrent_step(x_proj, states)
+            else:
+                output, new_states = cell.recurrent_step(x_proj, states, recorder(t))
+            if mask is not None and not mask[t].all():
+                keep = mask[t][:, None]
+                new_states = [np.where(keep, new, old) for new, old in zip(new_states, states)]
+                output = np.where(keep, output, zeros if zero_output_for_mask else previous_output)
+            states = new_states
+            previous_output = output
+            if outputs is not None:
+                outputs[k] = output
     return previous_output, states
+
+
+def _split_batch(
+    workers: int,
+    cell: RecurrentCell,
+    inputs: np.ndarray,
+    states: list[np.ndarray],
+    mask: np.ndarray | None,
+    go_backwards: bool,
+    zero_output_for_mask: bool,
+    outputs: np.ndarray | None,
+    backend: str,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``run_time_loop`` over ``workers`` slices of the batch at once, one Python thread and
+    one BLAS thread each (rows never interact, and NumPy releases the GIL in its matmuls
+    and element-wise functions). Each slice writes its rows of ``outputs``; the results
+    are the rows of the slices, in order: the same bits as one loop over the whole batch."""
+    bounds = np.linspace(0, inputs.shape[1], workers + 1).astype(int)
+    errors = np.geterr()  # the caller's floating-point error handling, which new threads do not inherit
+
+    def run(rows: slice) -> tuple[np.ndarray, list[np.ndarray]]:
+        # The slice's own loop: one BLAS thread, not split again.
+        with threads.blas_threads(1), np.errstate(**errors):
+            return run_time_loop(
+                cell,
+                inputs[:, rows],
+                [s[rows] for s in states],
+                None if mask is None else mask[:, rows],
+                go_backwards,
+                zero_output_for_mask,
+                None if outputs is None else outputs[:, rows],
+                backend,
+            )
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="rnnparity-batch") as pool:
+        slices = list(pool.map(run, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))
+    last_output = np.concatenate([last for last, _ in slices])
+    return last_output, [np.concatenate(parts) for parts in zip(*(final for _, final in slices))]
 
 
 @dataclass

@@ -4,6 +4,10 @@ the benchmark (see the README), never asserted by a timed test."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +16,7 @@ from conftest import flavor_params
 import rnnparity
 from rnnparity import rnn
 from rnnparity.cli import main
-from rnnparity.suite import bench
+from rnnparity.suite import bench, contention
 from rnnparity.suite.matrix import random_weights
 
 
@@ -103,11 +107,14 @@ def test_bench_refuses_an_unwritable_json_path_before_timing(tmp_path, capsys: p
         ("--contenders", ",", "--contenders takes a comma-separated subset of"),
         ("--contenders", "twin,jax", "--contenders takes a comma-separated subset of twin,gemm_floor,eager"),
         ("--repeats", "0", "--repeats must be a positive integer; got 0"),
+        ("--contention", "-1", "--contention must be 0 or a positive number of busy processes; got -1"),
+        ("--blas-threads", "0", "--blas-threads must be 'auto', 'keep' or a positive integer number of BLAS threads; got '0'"),
+        ("--shapes", "small --gradients", "--gradients times the medium and large shapes; --shapes chose neither"),
     ],
 )
 def test_bench_bad_options_exit_2(option: str, value: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
     extra = [] if option == "--contenders" else ["--contenders", "twin"]  # never a real run
-    assert main(["bench", *extra, option, value]) == 2
+    assert main(["bench", *extra, option, *value.split()]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -131,3 +138,133 @@ def test_forward_memory_is_the_result_the_inputs_and_one_projection_chunk(kind: 
     slack = 64 * 2**10  # per-step temporaries
     assert peak <= outputs + 2 * inputs + rnn.PROJECTION_CHUNK_BYTES + slack, f"peak {peak:.0f} B"
     assert rnn.PROJECTION_CHUNK_BYTES + slack < whole_projection / 4  # an unchunked projection would fail
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as file:
+        fields = file.read().split(")")[-1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+linux_only = pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads /proc (Linux)")
+
+
+@linux_only
+@pytest.mark.parametrize("work", contention.BUSY_KINDS)
+def test_busy_processes_spin_and_are_gone_after_the_block(work: str) -> None:
+    with contention.busy_processes(2, work) as pids:
+        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+        start = [_cpu_seconds(pid) for pid in pids]
+        time.sleep(0.3)
+        assert all(_cpu_seconds(pid) > s for pid, s in zip(pids, start)), "a busy process used no CPU"
+    assert not any(_alive(pid) for pid in pids)
+
+
+@linux_only
+def test_busy_processes_are_stopped_on_an_error_and_when_their_parent_dies() -> None:
+    with pytest.raises(KeyboardInterrupt), contention.busy_processes(1) as pids:
+        raise KeyboardInterrupt  # as Ctrl-C in the middle of a benchmark
+    assert not _alive(pids[0])
+
+    # A benchmark killed outright runs no cleanup: its busy processes notice their parent is gone.
+    script = (
+        "import os\nfrom rnnparity.suite import contention\n"
+        "with contention.busy_processes(1) as pids:\n    print(pids[0], flush=True)\n    os._exit(0)"
+    )
+    parent = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    orphan = int(parent.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while _alive(orphan) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(orphan), f"busy process {orphan} outlived the benchmark"
+
+
+@linux_only
+def test_bench_contention_records_n_and_leaves_no_busy_process(capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    started: list[int] = []
+    real = contention.busy_processes
+
+    def recording(count, work="python"):
+        manager = real(count, work)
+
+        class Recorded:
+            def __enter__(self):
+                pids = manager.__enter__()
+                started.extend(pids)
+                return pids
+
+            def __exit__(self, *exc):
+                return manager.__exit__(*exc)
+
+        return Recorded()
+
+    monkeypatch.setattr(contention, "busy_processes", recording)
+    args = ["bench", "--shapes", "small", "--kinds", "gru", "--dtypes", "float32", "--repeats", "2", "--no-decode"]
+    assert main([*args, "--contenders", "twin,gemm_floor", "--contention", "1", "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)
+    assert payload["environment"]["contention"] == 1 and payload["environment"]["contention_work"] == "python"
+    assert payload["environment"]["blas_threads_setting"] == "auto"
+    assert "with 1 busy process(es) (python) running beside the benchmark" in captured.err
+    assert len(started) == 1 and not _alive(started[0])
+    assert [r["kind"] for r in payload["results"]] == ["gru"]
+
+
+@pytest.mark.parametrize("flavor", flavor_params("keras3", [("keras3",)]))
+def test_bench_gradients_against_the_tape(flavor: str, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    monkeypatch.setitem(bench.SHAPES, "medium", bench.Shape(3, 6, 4, 5))  # the plumbing, not the speed
+    args = ["bench", "--keras", flavor, "--shapes", "small,medium", "--kinds", "lstm,simple_rnn", "--repeats", "2"]
+    assert main([*args, "--dtypes", "float64", "--gradients-only", "--blas-threads", "1", "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)
+    assert payload["results"] == [] and payload["decode"] == []
+    assert [(g["kind"], g["shape"], g["dtype"]) for g in payload["gradients"]] == [
+        ("lstm", "medium", "float64"),
+        ("simple_rnn", "medium", "float64"),
+    ]
+    for grad in payload["gradients"]:
+        assert grad["parity"] is True and grad["max_abs_error"] < 1e-9
+        assert grad["ratios"]["twin/tape_tf_function"] == pytest.approx(
+            grad["median_ms"]["twin"] / grad["median_ms"]["tape_tf_function"]
+        )
+    assert payload["environment"]["blas_threads_setting"] == 1
+    assert "gradients: twin <= 1.0x tf.GradientTape in tf.function (aim)" in captured.err
+    assert "| twin/tape |" not in captured.err and "twin/tape" in captured.err
+
+
+@pytest.mark.parametrize("flavor", flavor_params("keras3", [("keras3",)]))
+def test_bench_gradients_report_a_broken_backward_pass(flavor: str, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    from rnnparity import tapes
+
+    monkeypatch.setitem(bench.SHAPES, "medium", bench.Shape(3, 6, 4, 5))
+    original = tapes.CellTape.finish
+
+    def doubled_input_grads(self, inputs, d_inputs):
+        original(self, inputs, d_inputs)
+        if d_inputs is not None:
+            d_inputs *= 2
+
+    monkeypatch.setattr(tapes.CellTape, "finish", doubled_input_grads)
+    args = ["bench", "--keras", flavor, "--shapes", "medium", "--kinds", "gru", "--dtypes", "float64", "--repeats", "1"]
+    assert main([*args, "--gradients-only"]) == 1
+    out = capsys.readouterr().out
+    assert "MISMATCH" in out and "PARITY BROKEN in 1 configuration(s)" in out
+
+
+def test_target_lines_use_the_limits_under_load() -> None:
+    def row(kind: str, shape: str, twin_over_tf: float) -> bench.Result:
+        return bench.Result(kind, shape, {}, "float32", {}, None, None, 0.0, 0.0, 1, {"twin/tf_function": twin_over_tf})
+
+    rows = [row("lstm", "medium", 1.1), row("gru", "large", 0.9), row("gru", "small", 3.0)]
+    idle = bench.target_lines(rows, [])
+    busy = bench.target_lines(rows, [], contention=2)
+    assert idle[0].startswith("MISSED medium/large: twin <= 1.0x tf.function: worst 1.10x (lstm medium float32), 1/2 within")
+    assert busy[0].startswith("met    medium/large: twin <= 1.2x tf.function with 2 busy processes: worst 1.10x")

@@ -432,6 +432,28 @@ def benchmark_callers(handle: KerasHandle, layer: Any, inputs: np.ndarray, conte
     return callers
 
 
+def gradient_caller(handle: KerasHandle, layer: Any, inputs: np.ndarray, output_grads: np.ndarray) -> Any:
+    """A zero-argument callable that computes, inside one ``tf.function`` (a graph, as
+    Keras's own training step runs), ``tf.GradientTape``'s gradients of ``layer(inputs)``
+    given ``output_grads``, w.r.t. the inputs and the trainable weights; it returns them as
+    a list of tensors (inputs, then the weights in ``get_weights()`` order). For
+    ``rnnparity bench --gradients``."""
+    import tensorflow as tf
+
+    x, dy = tf.constant(inputs), tf.constant(output_grads)
+    weights = [w.value if handle.keras_version == 3 else w for w in layer.trainable_weights]
+
+    @tf.function
+    def tape_gradients(t: Any, g: Any) -> Any:
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(t)
+            tape.watch(weights)
+            y = layer(t)
+        return tape.gradient(y, [t, *weights], output_gradients=g)
+
+    return lambda: tape_gradients(x, dy)
+
+
 def nested_to_numpy(value: Any) -> Any:
     """Keras results as NumPy, keeping Keras's (possibly nested) tuples and lists."""
     if isinstance(value, tuple):
