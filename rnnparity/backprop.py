@@ -350,6 +350,8 @@ def gradients(
     """
     if isinstance(layer, Bidirectional):
         return _bidirectional_gradients(layer, inputs, output_grads, initial_state, mask, training)
+    if getattr(layer, "conv_cell", None) is not None:
+        raise TypeError(f"gradients does not cover convolutional recurrent layers yet; got {type(layer).__name__}")
     if isinstance(layer, RecurrentLayer):
         return _layer_gradients(layer, inputs, output_grads, initial_state, mask, training)
     raise TypeError(
