@@ -31,8 +31,14 @@ PROBE = Path(__file__).with_name("backend_probe.py")
 ROOT = PROBE.parent.parent
 
 
+# What each Keras 3 backend imports beyond Keras itself (Keras's numpy backend needs SciPy).
+NEEDS = {"torch": ("torch",), "jax": ("jax",), "numpy": ("numpy", "scipy")}
+
+
 def _installed(backend: str) -> Any:
-    return pytest.mark.skipif(importlib.util.find_spec(backend) is None, reason=f"the {backend} backend is not installed")
+    missing = [name for name in NEEDS[backend] if importlib.util.find_spec(name) is None]
+    hint = {"torch": ".[torch]", "jax": ".[jax]", "numpy": ".[jax] (which brings SciPy)"}[backend]
+    return pytest.mark.skipif(bool(missing), reason=f"the {backend} backend needs {', '.join(missing)}: pip install -e '{hint}'")
 
 
 def _environment(backend: str) -> dict[str, str]:
@@ -93,7 +99,9 @@ def test_jax_float64_simple_rnn_without_unroll_still_raises() -> None:
     assert failure.error_pattern  # the table entry the test keeps honest
 
 
-@pytest.mark.parametrize("backend", [pytest.param("torch", marks=_installed("torch")), pytest.param("numpy")])
+@pytest.mark.parametrize(
+    "backend", [pytest.param("torch", marks=_installed("torch")), pytest.param("numpy", marks=_installed("numpy"))]
+)
 def test_check_runs_on_another_backend(backend: str, tmp_path: Path) -> None:
     # Eight SimpleRNN cases of the quick matrix under the other backend: float32 and float64, masks
     # with a non-zero initial state (where the backends' rules for masked steps differ).
