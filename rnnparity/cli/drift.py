@@ -73,14 +73,13 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         err.write(f"{PROG}: {message}\n")
         return EXIT_ERROR
 
-    for name in ("timesteps", "batch_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            return fail(f"--{name.replace('_', '-')} must be a positive integer; got {value}")
-    if args.seed is not None and args.seed < 0:
-        return fail(f"--seed must be a non-negative integer; got {args.seed}")
-    if args.inputs and any(v is not None for v in (args.timesteps, args.batch_size, args.seed)):
-        return fail("--inputs gives the inputs; --timesteps, --batch-size and --seed shape random ones")
+    from rnnparity.cli.common import CommandError
+    from rnnparity.cli.verify import check_model_options
+
+    try:
+        check_model_options(args)  # the same input options, refused the same way as verify's
+    except CommandError as exc:
+        return fail(str(exc))
     for option, path in (("--json", args.json_path), ("--predictions", args.predictions)):
         if path and path != "-" and (problem := _writable_file_problem(path)):
             return fail(f"cannot write {option} {path}: {problem}")

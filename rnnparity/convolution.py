@@ -1,0 +1,59 @@
+"""The convolution arithmetic of the ConvLSTM twins (:mod:`rnnparity.conv_lstm`), NumPy only:
+TensorFlow's ``SAME`` padding, output sizes, and the windows of an input gathered as columns
+(im2col with ``sliding_window_view``) so that a convolution is one matmul.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
+    """TensorFlow's ``SAME`` padding of one spatial axis: ``(before, after)``."""
+    span = (kernel - 1) * dilation + 1
+    out = -(-size // stride)
+    total = max((out - 1) * stride + span - size, 0)
+    return total // 2, total - total // 2
+
+
+def conv_output_size(size: int, kernel: int, stride: int, dilation: int, padding: str) -> int:
+    if padding == "same":
+        return -(-size // stride)
+    span = (kernel - 1) * dilation + 1
+    return (size - span) // stride + 1 if size >= span else 0
+
+
+def im2col(
+    x: np.ndarray,
+    kernel_size: tuple[int, ...],
+    strides: tuple[int, ...],
+    dilation_rate: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+) -> np.ndarray:
+    """The convolution windows of ``x`` ``(n, channels, *spatial)`` as columns:
+    ``(n, channels * prod(kernel_size), prod(out))``, rows ordered ``(channel, *kernel)``.
+    The copy runs along the last spatial axis, which is contiguous in ``x``."""
+    rank = len(kernel_size)
+    if any(p for pair in pads for p in pair):
+        x = np.pad(x, ((0, 0), (0, 0), *pads))
+    spans = tuple((k - 1) * d + 1 for k, d in zip(kernel_size, dilation_rate))
+    windows = sliding_window_view(x, spans, axis=tuple(range(2, rank + 2)))  # (n, C, *positions, *spans)
+    pick = (slice(None), slice(None), *(slice(None, None, s) for s in strides), *(slice(None, None, d) for d in dilation_rate))
+    windows = windows[pick]
+    out = windows.shape[2 : rank + 2]
+    windows = np.moveaxis(windows, tuple(range(rank + 2, 2 * rank + 2)), tuple(range(2, rank + 2)))  # (n, C, *K, *out)
+    return windows.reshape(x.shape[0], -1, math.prod(out))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The spatial sizes one call works with (a cell's weights do not fix them)."""
+
+    spatial_in: tuple[int, ...]
+    spatial_out: tuple[int, ...]
+    input_pads: tuple[tuple[int, int], ...]
+    recurrent_pads: tuple[tuple[int, int], ...]
