@@ -268,3 +268,43 @@ def test_target_lines_use_the_limits_under_load() -> None:
     busy = bench.target_lines(rows, [], contention=2)
     assert idle[0].startswith("MISSED medium/large: twin <= 1.0x tf.function: worst 1.10x (lstm medium float32), 1/2 within")
     assert busy[0].startswith("met    medium/large: twin <= 1.2x tf.function with 2 busy processes: worst 1.10x")
+
+
+@pytest.mark.parametrize("flavor", flavor_params("keras3", [("keras3",)]))
+def test_bench_conv_times_a_conv_lstm2d_against_keras(flavor: str, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    monkeypatch.setattr(bench, "CONV_SHAPE", bench.ConvShape(2, 3, 6, 5, 2, 3, 3))  # the plumbing, not the speed
+    args = ["bench", "--keras", flavor, "--conv-only", "--repeats", "2", "--contenders", "twin,gemm_floor,tf_function"]
+    assert main([*args, "--markdown", "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)
+    rows = [(r["kind"], r["shape"], r["dtype"]) for r in payload["results"]]
+    assert rows == [(bench.CONV_KIND, f"{p} padding", d) for p in ("same", "valid") for d in ("float32", "float64")]
+    for result in payload["results"]:
+        assert set(result["median_ms"]) == {"twin", "tf_function"}  # no GEMM floor for a convolution
+        assert result["parity"] is True
+    assert "| ConvLSTM2D | same padding (B2 T3 6x5x2 F3 k3x3) | float32 |" in captured.err
+    assert "ConvLSTM2D: twin <= 1.5x tf.function" in captured.err
+    assert "medium/large" not in captured.err  # the dense targets have no rows here
+
+
+@pytest.mark.parametrize("flavor", flavor_params("keras3", [("keras3",)]))
+def test_bench_conv_reports_a_broken_twin(flavor: str, capsys: pytest.CaptureFixture[str], monkeypatch) -> None:
+    from rnnparity.conv_lstm import ConvLSTMCell
+
+    monkeypatch.setattr(bench, "CONV_SHAPE", bench.ConvShape(2, 3, 5, 5, 2, 3, 3))
+    original = ConvLSTMCell.recurrent_step
+
+    def forget_gate_as_input_gate(self, x_proj, states, record=None):
+        x_proj[1] = x_proj[0]
+        return original(self, x_proj, states, record)
+
+    monkeypatch.setattr(ConvLSTMCell, "recurrent_step", forget_gate_as_input_gate)
+    args = ["bench", "--keras", flavor, "--conv-only", "--repeats", "1", "--dtypes", "float64"]
+    assert main([*args, "--contenders", "twin,tf_function"]) == 1
+    out = capsys.readouterr().out
+    assert "MISMATCH" in out and "PARITY BROKEN in 2 configuration(s)" in out
+
+
+def test_bench_conv_only_refuses_gradients(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--conv-only", "--gradients"]) == 2
+    assert "--conv-only" in capsys.readouterr().err

@@ -84,6 +84,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="also time rnnparity.gradients against tf.GradientTape (in tf.function) at the medium and large shapes chosen",
     )
     parser.add_argument("--gradients-only", action="store_true", help="time the gradients only (implies --gradients)")
+    parser.add_argument(
+        "--conv",
+        action="store_true",
+        help=f"also time a ConvLSTM2D ({bench.CONV_SHAPE.describe()}, padding same and valid) against the same Keras layer",
+    )
+    parser.add_argument("--conv-only", action="store_true", help="time the ConvLSTM2D only (implies --conv)")
     parser.add_argument("--keras", choices=KERAS_CHOICES, default="auto", help="which Keras to time (default auto)")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (for a README or a PR)")
     parser.add_argument("--no-decode", action="store_true", help=f"skip the {bench.DECODE_STEPS:,}-step decoding loop")
@@ -98,7 +104,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def _shape_cell(result: bench.Result | bench.GradientResult) -> str:
-    return f"{result.shape} ({bench.Shape(**result.dims).describe()})"
+    shape = bench.ConvShape(**result.dims) if result.kind == bench.CONV_KIND else bench.Shape(**result.dims)
+    return f"{result.shape} ({shape.describe()})"
+
+
+def _layer_name(kind: str) -> str:
+    return "ConvLSTM2D" if kind == bench.CONV_KIND else KERAS_CLASS_NAME[kind]
 
 
 def format_table(results: list[bench.Result], markdown: bool = False) -> str:
@@ -108,7 +119,7 @@ def format_table(results: list[bench.Result], markdown: bool = False) -> str:
     header += ["max abs err", "parity", "twin peak MiB"]
     rows = []
     for r in results:
-        row = [KERAS_CLASS_NAME[r.kind], _shape_cell(r), r.dtype]
+        row = [_layer_name(r.kind), _shape_cell(r), r.dtype]
         row += [f"{r.median_ms[c]:.2f}" if c in r.median_ms else "-" for c in columns]
         row += [f"{r.ratios[f'twin/{c}']:.2f}x" if f"twin/{c}" in r.ratios else "-" for c in ratio_columns]
         parity = {None: "-", True: "ok", False: "MISMATCH" if r.decidable else "f32 rounding"}[r.parity]
@@ -126,7 +137,7 @@ def format_phases(results: list[bench.Result], markdown: bool = False) -> str:
     for r in results:
         if not r.twin_phases_ms:
             continue
-        row = [KERAS_CLASS_NAME[r.kind], _shape_cell(r), r.dtype]
+        row = [_layer_name(r.kind), _shape_cell(r), r.dtype]
         row += [f"{r.twin_phases_ms[phase]:.2f}" for phase in ("projection", "steps", "rest")]
         row += [f"{r.median_ms['gemm_floor']:.2f}" if "gemm_floor" in r.median_ms else "-"] if floor else []
         rows.append(row)
@@ -187,10 +198,13 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     gradient_shapes = [s for s in shapes if s != "small"] if gradients else []
     if gradients and not gradient_shapes:
         raise CommandError("--gradients times the medium and large shapes; --shapes chose neither")
-    forward = not args.gradients_only
+    conv = args.conv or args.conv_only
+    if args.conv_only and gradients:
+        raise CommandError("--conv-only times the ConvLSTM2D forward pass only; drop --gradients/--gradients-only")
+    forward = not args.gradients_only and not args.conv_only
     check_output_file("--json", args.json_path)  # before minutes of timing, not after
     handle = None
-    if gradients or (forward and any(c in bench.KERAS_CONTENDERS for c in contenders)):
+    if gradients or ((forward or conv) and any(c in bench.KERAS_CONTENDERS for c in contenders)):
         from rnnparity.suite import keras_adapter
 
         import_tensorflow_quietly()
@@ -228,6 +242,14 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                     report.write(
                         f"  {kind} {shape} {dtype}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in result.median_ms.items()) + "\n"
                     )
+        conv_contenders = [c for c in contenders if c in bench.CONV_CONTENDERS]
+        for padding in bench.CONV_PADDINGS if conv and conv_contenders else ():
+            for dtype in dtypes:
+                result = bench.bench_conv(handle, padding, dtype, conv_contenders, args.repeats)
+                results.append(result)
+                report.write(
+                    f"  ConvLSTM2D {padding} {dtype}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in result.median_ms.items()) + "\n"
+                )
         for shape in gradient_shapes:
             for kind in kinds:
                 for dtype in dtypes:

@@ -114,6 +114,29 @@ class DecodeResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class ConvShape:
+    """The ConvLSTM2D configuration ``bench --conv`` times: a short clip of small frames."""
+
+    batch: int = 8
+    timesteps: int = 10
+    rows: int = 32
+    cols: int = 32
+    channels: int = 3
+    filters: int = 16
+    kernel: int = 3
+
+    def describe(self) -> str:
+        k = self.kernel
+        return f"B{self.batch} T{self.timesteps} {self.rows}x{self.cols}x{self.channels} F{self.filters} k{k}x{k}"
+
+
+CONV_KIND = "conv_lstm2d"
+CONV_SHAPE = ConvShape()
+CONV_PADDINGS = ("same", "valid")
+CONV_CONTENDERS = ("twin", "eager", "predict", "tf_function", "xla")  # no GEMM floor: the steps are convolutions
+
+
 def twin_for(kind: str, shape: Shape, dtype: str, weights: list[np.ndarray]) -> Any:
     layer_class: Any = TWIN_CLASSES[kind]  # LSTM, GRU or SimpleRNN: each takes units first
     layer = layer_class(shape.units, return_sequences=True, dtype=dtype)
@@ -268,6 +291,70 @@ def bench_one(
     )
 
 
+def bench_conv(handle: Any, padding: str, dtype: str, contenders: Sequence[str], repeats: int, seed: int = 0) -> Result:
+    """A ConvLSTM2D of :data:`CONV_SHAPE` with ``padding``, returning every timestep: the
+    twin against the same Keras layer, as :func:`bench_one` does for the dense layers."""
+    shape = CONV_SHAPE
+    rng = np.random.default_rng(seed)
+    inputs = rng.normal(size=(shape.batch, shape.timesteps, shape.rows, shape.cols, shape.channels)).astype(dtype)
+    options: dict[str, Any] = {"padding": padding, "return_sequences": True, "dtype": dtype}
+    twin = rnnparity.ConvLSTM2D(shape.filters, shape.kernel, **options)
+    frame = (shape.rows, shape.cols, shape.channels)
+    k, filters = shape.kernel, shape.filters
+    weight_shapes = [(k, k, shape.channels, 4 * filters), (k, k, filters, 4 * filters), (4 * filters,)]
+    # Scaled by fan-in as Keras's default initializers are: larger weights saturate the gates
+    # and make float32 rounding, not the twin, decide the comparison.
+    weights = [rng.uniform(-1, 1, s).astype(dtype) / np.sqrt(np.prod(s[:-1]) if len(s) > 1 else 1) for s in weight_shapes]
+    twin.set_weights(weights)
+    callers: dict[str, Callable[[], Any]] = {}
+    if "twin" in contenders:
+        callers["twin"] = lambda: twin(inputs)
+    max_abs_error = parity = None
+    decidable = True
+    keras_wanted = [c for c in contenders if c in KERAS_CONTENDERS]
+    if keras_wanted:
+        from rnnparity.suite import keras_adapter
+
+        layer = handle.module.layers.ConvLSTM2D(shape.filters, shape.kernel, **options)
+        layer.build((shape.batch, shape.timesteps, *frame))
+        layer.set_weights(weights)
+        keras_callers = keras_adapter.benchmark_callers(handle, layer, inputs, keras_wanted)
+        reference_name = next(c for c in ("tf_function", "eager", "xla", "predict") if c in keras_callers)
+        reference = keras_adapter.to_numpy(keras_callers[reference_name]())
+        comparison = rnnparity.compare(reference, twin(inputs), dtype=dtype, context=f"bench ConvLSTM2D {padding} {dtype}")
+        max_abs_error, parity = comparison.max_abs, comparison.ok
+        if not parity and dtype == "float32":
+            from rnnparity.suite.parity import compare_conditioning
+
+            twin64 = rnnparity.ConvLSTM2D(shape.filters, shape.kernel, **{**options, "dtype": "float64"})
+            twin64.set_weights([w.astype(np.float64) for w in weights])
+            float64_result = twin64(inputs.astype(np.float64))
+            decidable = compare_conditioning(twin(inputs), float64_result, dtype, "bench ConvLSTM2D").ok
+        callers.update(keras_callers)
+    for call in callers.values():  # warm-up: tracing, XLA compilation
+        call()
+    medians = time_interleaved(callers, repeats)
+    ratios = {}
+    if "twin" in medians:
+        ratios = {f"twin/{other}": medians["twin"] / t for other, t in medians.items() if other != "twin" and t > 0}
+    lost = 0 if padding == "same" else shape.kernel - 1  # rows and columns a valid convolution loses
+    out_rows, out_cols = shape.rows - lost, shape.cols - lost
+    return Result(
+        kind=CONV_KIND,
+        shape=f"{padding} padding",
+        dims=asdict(shape),
+        dtype=dtype,
+        median_ms=medians,
+        max_abs_error=max_abs_error,
+        parity=parity,
+        decidable=decidable,
+        twin_peak_mib=peak_memory_mib(lambda: twin(inputs)) if "twin" in contenders else 0.0,
+        outputs_mib=shape.batch * shape.timesteps * out_rows * out_cols * shape.filters * np.dtype(dtype).itemsize / 2**20,
+        repeats=repeats,
+        ratios=ratios,
+    )
+
+
 def bench_gradients(handle: Any, kind: str, shape_name: str, dtype: str, repeats: int, seed: int = 0) -> GradientResult:
     """The time of ``rnnparity.gradients`` (forward pass with its records, then BPTT) for the
     inputs and the weights, against ``tf.GradientTape`` over the Keras layer with the same
@@ -381,9 +468,10 @@ def load_warning(load: float | None) -> str | None:
 # The targets this benchmark exists to watch (docs/bench.md): (label, which rows, the
 # contender the twin is divided by, the limit idle, the limit beside busy processes).
 TARGETS = (
-    ("medium/large: twin <= {limit}x tf.function", lambda r: r.shape != "small", "tf_function", 1.0, 1.2),
+    ("medium/large: twin <= {limit}x tf.function", lambda r: r.kind in KINDS and r.shape != "small", "tf_function", 1.0, 1.2),
     ("large LSTM: twin <= {limit}x the GEMM floor", lambda r: r.shape == "large" and r.kind == "lstm", "gemm_floor", 1.3, None),
     ("large LSTM: twin <= {limit}x XLA (stretch)", lambda r: r.shape == "large" and r.kind == "lstm", "xla", 1.2, None),
+    ("ConvLSTM2D: twin <= {limit}x tf.function", lambda r: r.kind == CONV_KIND, "tf_function", 1.5, None),
 )
 GRADIENT_TARGET = 1.0  # rnnparity.gradients <= this times tf.GradientTape in tf.function (an aim)
 
