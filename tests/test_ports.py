@@ -13,7 +13,9 @@ import functools
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from conftest import flavor_available
 
@@ -111,6 +113,32 @@ def test_stateful_model_defaults_to_three_calls_and_tflite_carries_state(made) -
     report = _verify(model, port)
     assert report.calls == 3 and "stateful layer(s) lstm" in report.calls_note
     assert report.ok, [row.detail for row in report.outputs]
+
+
+@needs_tflite
+def test_tflite_intermediates_never_read_a_resource_tensor(made, monkeypatch) -> None:
+    # A stateful layer's variables are resource tensors; LiteRT returns them as object arrays
+    # over raw bytes, which crash the process when NumPy frees them (some runs, not all).
+    from rnnparity.files.ports.tflite import TflitePort
+
+    _, port_path = made("stateful_lstm", "tflite")
+    port = TflitePort(str(port_path))
+    probe = port._interpreter(preserve=True)
+    kinds = {int(d["index"]): np.dtype(d["dtype"]).kind for d in probe.get_tensor_details()}
+    assert "O" in kinds.values(), "the stateful model should hold resource tensors"
+    read: list[int] = []
+    real_get_tensor = probe.get_tensor
+
+    def get_tensor(index: int) -> Any:
+        read.append(int(index))
+        return real_get_tensor(index)
+
+    monkeypatch.setattr(probe, "get_tensor", get_tensor)
+    monkeypatch.setattr(port, "_interpreter", lambda preserve: probe)
+    x = np.random.default_rng(3).normal(size=port.inputs[0].shape).astype(np.float32)
+    found = port.intermediates([[x], [x]])
+    assert found and read
+    assert {kinds[i] for i in read} == {"f"}
 
 
 @pytest.mark.parametrize(

@@ -106,9 +106,14 @@ class TflitePort(Port):
             self._invoke(self._probe, arrays)
         found = []
         for detail in self._probe.get_tensor_details():
+            # Only float tensors are read. A resource tensor (a stateful layer's variables)
+            # comes back as an object array built over the handle's raw bytes, which NumPy
+            # dereferences as Python objects when the array is freed: a crash, some runs.
+            if np.dtype(detail["dtype"]).kind != "f":
+                continue
             try:
                 value = self._probe.get_tensor(detail["index"])
-            except ValueError:  # a tensor without data (a resource handle, an unused slot)
+            except ValueError:  # a float tensor without data (an unused slot)
                 continue
             if isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.size:
                 found.append((str(detail["name"]), np.array(value)))
