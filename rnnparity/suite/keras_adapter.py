@@ -569,17 +569,21 @@ def _plain_keras_config(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def reference_layer(handle: KerasHandle, plan: Any, file: Any) -> tuple[Any, str]:
+def reference_layer(handle: KerasHandle, plan: Any, file: Any, step_shape: tuple[int, ...] | None = None) -> tuple[Any, str]:
     """A built Keras layer configured as the twin of ``plan`` (a rnnparity.files.legacy.TwinPlan) with
-    the weights of ``file`` loaded the way that Keras loads them, and how they were loaded."""
+    the weights of ``file`` loaded the way that Keras loads them, and how they were loaded.
+    ``step_shape`` is the shape of one timestep of the inputs (default ``(input_dim,)``; a
+    ConvLSTM needs its spatial axes too)."""
     k = handle.module
     layer_info = plan.layer
     name = layer_info.path.split("/")[-1] if file.layout == "weights" else layer_info.name.replace("/", "_")
+    first = layer_info.cells[0]
+    class_name = first.class_name if first.kind == "conv_lstm" else KERAS_CLASS_NAME[plan.kind]
     if layer_info.class_name == "Bidirectional":
-        forward = getattr(k.layers, KERAS_CLASS_NAME[plan.kind])(**_plain_keras_config(plan.kind, plan.cell_settings[0]))
+        forward = getattr(k.layers, class_name)(**_plain_keras_config(plan.kind, plan.cell_settings[0]))
         backward = None
         if plan.wrapper.get("backward_layer"):
-            backward = getattr(k.layers, KERAS_CLASS_NAME[plan.kind])(**_plain_keras_config(plan.kind, plan.cell_settings[1]))
+            backward = getattr(k.layers, class_name)(**_plain_keras_config(plan.kind, plan.cell_settings[1]))
         layer = k.layers.Bidirectional(forward, merge_mode=plan.wrapper["merge_mode"], backward_layer=backward, name=name)
     elif layer_info.class_name == "RNN":
         cells = []
@@ -593,9 +597,9 @@ def reference_layer(handle: KerasHandle, plan: Any, file: Any) -> tuple[Any, str
     else:
         config = _plain_keras_config(plan.kind, plan.settings)
         config["name"] = name
-        layer = getattr(k.layers, KERAS_CLASS_NAME[plan.kind])(**config)
+        layer = getattr(k.layers, class_name)(**config)
     dtype = plan.cell_settings[0]["dtype"]
-    inputs = k.Input((None, layer_info.input_dim), dtype=dtype)
+    inputs = k.Input((None, *(step_shape or (layer_info.input_dim,))), dtype=dtype)
     model = k.Model(inputs, layer(inputs))
     stored = [array for cell in layer_info.cells for array in cell.arrays]
     if handle.keras_version == 2 and file.layout == "weights" and layer_info.path == layer_info.name:
