@@ -11,7 +11,9 @@ Reproduce one case: ``python -m pytest tests/test_conv_lstm_bidirectional.py -n 
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -227,3 +229,33 @@ def test_bidirectional_conv_lstm_mistakes_are_caught(flavor: str, merge_mode: st
     reversed_pair = _twin_bidirectional(case, merge_mode, weights)
     reversed_pair.forward_layer.go_backwards, reversed_pair.backward_layer.go_backwards = True, False
     assert not compare(expected, reversed_pair(x), dtype="float64").ok, "swapped directions went unnoticed"
+
+
+@pytest.mark.parametrize("flavor", [p for f in FLAVOR_MAJOR for p in flavor_params(f, [(f,)])])
+def test_verify_and_explain_a_model_with_a_bidirectional_conv_lstm(
+    flavor: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """verify runs the saved model (.keras, and .h5, whose weights are also read without Keras)
+    and checks the Bidirectional(ConvLSTM2D) twin; explain lists both directions' gate blocks."""
+    from rnnparity import cli
+
+    handle = keras_handle(flavor)
+    k = handle.module
+    inputs = k.Input((4, 6, 5, 2))
+    x = k.layers.Bidirectional(k.layers.ConvLSTM2D(3, (3, 2), padding="same", return_sequences=True), name="both")(inputs)
+    model = k.Model(inputs, x)
+    rng = np.random.default_rng(12)
+    model.set_weights([(rng.standard_normal(w.shape) * 0.4).astype(w.dtype) for w in model.get_weights()])
+    for name in ("model.keras", "model.h5") if handle.keras_version == 3 else ("model.h5",):
+        path = tmp_path / name
+        model.save(str(path))
+        code = cli.main(["verify", str(path), "--json", str(tmp_path / "report.json")])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        report = json.loads((tmp_path / "report.json").read_text())
+        [row] = report["layers"]
+        assert (row["name"], row["type"], row["status"]) == ("both", "Bidirectional", "ok")
+        assert row["file_weights"] == ("identical" if name.endswith(".h5") else ""), row
+        assert cli.main(["explain", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert out.count("conv_lstm2d filters=3 kernel_size=3x2 input_channels=2") == 2, out
