@@ -237,10 +237,10 @@ def test_verify_and_explain_read_conv_lstm_files(flavor: str, tmp_path: Path, ca
     assert first["parts"][0]["explain"]["kind"] == "conv_lstm2d" and listing["no_twin"] == {}
 
 
-@pytest.mark.parametrize("flavor", flavor_params("tf-keras", [("tf-keras",)]))
-def test_bidirectional_conv_lstm_in_tf_keras_files(flavor: str, tmp_path: Path) -> None:
-    """Bidirectional(ConvLSTM2D) saved by tf_keras, full model and weights only: its twin
-    from the file gives the layer's result."""
+@pytest.mark.parametrize("flavor", [p for f in FLAVOR_MAJOR for p in flavor_params(f, [(f,)])])
+def test_bidirectional_conv_lstm_in_files(flavor: str, tmp_path: Path) -> None:
+    """Bidirectional(ConvLSTM2D) in every file its Keras writes (full model, weights only): its
+    twin from the file gives the layer's result."""
     handle = keras_handle(flavor)
     k = handle.module
     inputs = k.Input((TIMESTEPS, 6, 5, CHANNELS))
@@ -250,16 +250,20 @@ def test_bidirectional_conv_lstm_in_tf_keras_files(flavor: str, tmp_path: Path) 
     model = k.Model(inputs, wrapped(inputs))
     rng = np.random.default_rng(21)
     model.set_weights([(rng.standard_normal(w.shape) * 0.4).astype(w.dtype) for w in model.get_weights()])
-    _write(model, tmp_path, ("full.h5", "weights.h5"))
+    _write(model, tmp_path, FILES[flavor])
     x, mask = _inputs((3, TIMESTEPS, 6, 5, CHANNELS), "float32", seed=5)
     expected = call_layer(handle, wrapped, x, mask=mask)
-    for file_name, config in (
-        ("full.h5", {}),
-        ("weights.h5", {"padding": "same", "return_sequences": True, "merge_mode": "sum"}),
-    ):
-        stored = legacy.read_weights_file(tmp_path / file_name).layer("both")
+    for file_name in FILES[flavor]:
+        config: dict[str, Any] = (
+            {} if file_name == "full.h5" else {"padding": "same", "return_sequences": True, "merge_mode": "sum"}
+        )
+        if file_name == "model.weights.h5" and handle.keras_version == 2:
+            config["keras_version"] = 2  # the layout records no version
+        file = legacy.read_weights_file(tmp_path / file_name)
+        key = "both" if "both" in [layer.name for layer in file.layers] else "bidirectional"  # tf_keras *.weights.h5: keys
+        stored = file.layer(key)
         assert stored.class_name == "Bidirectional" and stored.inner_class == "ConvLSTM2D", stored.class_source
-        twin = legacy.twin_from_weights(tmp_path / file_name, "both", **config)
+        twin = legacy.twin_from_weights(tmp_path / file_name, key, **config)
         result = compare(expected, twin(x, mask=mask), dtype="float32", context=file_name)
         assert result.ok, result.message
 
