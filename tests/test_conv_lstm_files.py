@@ -405,3 +405,28 @@ def test_given_settings_that_contradict_conv_weights_are_refused(tmp_path: Path)
         legacy.twin_from_weights(path, "conv", units=3)
     twin = legacy.twin_from_weights(path, "conv", kernel_size=[3, 2], padding="same", strides=(1, 2))
     assert twin.kernel_size == (3, 2) and twin.padding == "same" and twin.strides == (1, 2)
+
+
+def test_drift_of_conv_lstm_weights_names_the_known_differences(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``rnnparity drift`` on a Keras 2.2.4 weights-only file (no Keras imported): a ConvLSTM2D
+    with Keras 2's default hard_sigmoid drifts by the hard-sigmoid formula; a
+    Bidirectional(ConvLSTM2D) with sigmoid drifts only where its sequences are masked, which
+    the known difference keras2-conv-lstm-masked-output names."""
+    rng = np.random.default_rng(8)
+    forward, backward = (_conv_weights(rng, (3, 3), 2, 2) for _ in range(2))
+    path = lf.write_h5(
+        tmp_path / "w.h5",
+        [
+            ("conv", lf.named("conv", _conv_weights(rng, (3, 2), 2, 3))),
+            (
+                "bidirectional_1",
+                lf.named("", forward, prefix="bidirectional_1/forward_conv")
+                + lf.named("", backward, prefix="bidirectional_1/backward_conv"),
+            ),
+        ],
+    )
+    settings = ["--set", "bidirectional_1:recurrent_activation=sigmoid", "--set", "padding=same"]
+    code = cli.main(["drift", str(path), "--to", "keras3", *settings])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "DRIFT under Keras 3: conv (hard-sigmoid-formula); bidirectional_1 (keras2-conv-lstm-masked-output)" in out, out

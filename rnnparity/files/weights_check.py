@@ -189,7 +189,7 @@ def _verify_one(
         twin = plan.build()
     except (TypeError, ValueError) as exc:
         raise ModelFileError(f"layer {stored.name!r}: {exc}") from None
-    shape = _input_shape(twin, stored, batch_size, timesteps)
+    shape = random_input_shape(twin, stored, batch_size, timesteps)
     try:
         keras_layer, how = keras_adapter.reference_layer(handle, plan, file, step_shape=shape[2:])
     except Exception as exc:  # Keras refused the layer or the weights
@@ -227,7 +227,7 @@ def _verify_one(
     return row, captures, shape
 
 
-def _input_shape(twin: Any, stored: StoredLayer, batch_size: int, timesteps: int) -> tuple[int, ...]:
+def random_input_shape(twin: Any, stored: StoredLayer, batch_size: int, timesteps: int) -> tuple[int, ...]:
     """The random batch's shape: ``(batch, time, input_dim)``; for a ConvLSTM ``(batch, time,
     *spatial, channels)`` (or channels first), each spatial axis ``CONV_SPATIAL_SIZE``, or
     wider when the kernel's span needs it."""
