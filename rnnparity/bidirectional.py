@@ -19,6 +19,9 @@ What Keras does, and the twin with it:
   (``output, h_fwd, c_fwd, h_bwd, c_bwd`` for LSTM); with ``merge_mode=None`` the output
   itself is two items, ``y, y_rev``;
 * weights are the forward layer's followed by the backward layer's;
+* around a ConvLSTM1D/2D/3D the same holds, the time axis still axis 1; ``concat`` joins
+  the last axis of Keras's layout (the filters with ``channels_last``, the last spatial axis
+  with ``channels_first``, as Keras does);
 * the wrapper has a dtype of its own (Keras's default float32 unless given). When it
   differs from the wrapped layers', Keras casts floating inputs to it first (Keras 3 also
   the initial states), and Keras 3 casts the merged outputs to it (not the states).
@@ -48,7 +51,10 @@ class Bidirectional:
         dtype: Any = "float32",
     ) -> None:
         if not isinstance(layer, RecurrentLayer):
-            raise TypeError(f"layer must be an rnnparity recurrent layer (LSTM, GRU, SimpleRNN, RNN); got {type(layer).__name__}")
+            raise TypeError(
+                "layer must be an rnnparity recurrent layer (LSTM, GRU, SimpleRNN, RNN, ConvLSTM1D/2D/3D); "
+                f"got {type(layer).__name__}"
+            )
         if merge_mode not in MERGE_MODES:
             raise ValueError(f"merge_mode must be one of {MERGE_MODES}; got {merge_mode!r}")
         self.keras_version = layer.keras_version

@@ -429,7 +429,9 @@ class ConvLSTM3DCell(ConvLSTMCell):
 
 class ConvLSTM(RecurrentLayer):
     """The layer around a :class:`ConvLSTMCell`: Keras's ``ConvLSTM`` base (an ``RNN``).
-    Returns ``output`` or ``output, h, c`` (a tuple in Keras 3, a list in Keras 2)."""
+    Returns ``output`` or ``output, h, c`` (a tuple in Keras 3, a list in Keras 2).
+    ``zero_output_for_mask`` acts with ``keras_version=3`` only: tf_keras's ConvLSTM accepts
+    it and ignores it."""
 
     rank: ClassVar[int]
     cell_class = ConvLSTMCell
@@ -604,9 +606,12 @@ class ConvLSTM(RecurrentLayer):
         time_mask = self._check_mask(mask, batch, timesteps)
         states = self._starting_states(initial_state, bound, batch)
         outputs = np.empty((timesteps, batch, bound.output_size), dtype=self.dtype) if self.return_sequences else None
+        # tf_keras's convolutional RNN never hands zero_output_for_mask to its loop (a
+        # Bidirectional sets it in vain): masked steps repeat the last output there.
+        zero_output = self.zero_output_for_mask and self.keras_version == 3
         with np.errstate(over="ignore", invalid="ignore"):
             last_output, final_states = run_time_loop(
-                bound, time_rows, states, time_mask, self.go_backwards, self.zero_output_for_mask, outputs, self.backend
+                bound, time_rows, states, time_mask, self.go_backwards, zero_output, outputs, self.backend
             )
         keras_states = [bound.from_rows(s) for s in final_states]
         if self.stateful:

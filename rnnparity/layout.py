@@ -7,6 +7,8 @@ Keras concatenates the per-gate matrices along the last axis, in a fixed order p
   ``reset_after=True`` the bias has two rows: row 0 is added to the input projection,
   row 1 to the recurrent projection (before the reset gate multiplies it).
 * SimpleRNN: one block of ``units`` columns.
+* ConvLSTM1D/2D/3D: the LSTM gates ``i, f, c, o`` along the last axis of
+  ``(*kernel_size, channels, 4 * filters)`` kernels, ``filters`` wide each.
 
 Every slice in the package is derived from these constants (``GATE_ORDER`` for Keras's
 arrays, ``STEP_ORDER`` for the cells' gate-major copies).
@@ -110,11 +112,29 @@ GATE_EQUATIONS: dict[str, dict[str, str]] = {
 
 KINDS = tuple(GATE_ORDER)
 
+# ConvLSTM1D/2D/3D keep the LSTM gates, in the LSTM order, along the last axis of their
+# kernels (*kernel_size, channels, 4 * filters), (*kernel_size, filters, 4 * filters) and of
+# their bias (4 * filters,). split_gates and join_gates take these kinds too ("conv_lstm" for
+# any rank, or the rank's own name, as explain_conv_lstm_layout names it).
+CONV_KINDS = ("conv_lstm", "conv_lstm1d", "conv_lstm2d", "conv_lstm3d")
+CONV_GATE_ORDER = GATE_ORDER["lstm"]
+
 
 def _check_kind(kind: str) -> str:
     if kind not in GATE_ORDER:
         raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
     return kind
+
+
+def _check_gate_kind(kind: str) -> str:
+    """A kind split_gates / join_gates take: a layer kind or a ConvLSTM kind."""
+    if kind not in GATE_ORDER and kind not in CONV_KINDS:
+        raise ValueError(f"kind must be one of {KINDS + CONV_KINDS}; got {kind!r}")
+    return kind
+
+
+def _gate_order(kind: str) -> tuple[str, ...]:
+    return CONV_GATE_ORDER if kind in CONV_KINDS else GATE_ORDER[kind]
 
 
 def _weights_of(layer_or_weights: Any, kind: str | None, reset_after: bool | None) -> tuple[list[Any], str, bool]:
@@ -123,29 +143,83 @@ def _weights_of(layer_or_weights: Any, kind: str | None, reset_after: bool | Non
     if hasattr(cell, "get_weights") and hasattr(cell, "kind"):
         return cell.get_weights(), cell.kind, bool(getattr(cell, "reset_after", True))
     if kind is None:
-        raise TypeError("split_gates needs kind='lstm'|'gru'|'simple_rnn' when given a weight list")
+        raise TypeError(f"split_gates needs kind= one of {KINDS + CONV_KINDS} when given a weight list")
+    if isinstance(layer_or_weights, (str, bytes, np.ndarray)) or not hasattr(layer_or_weights, "__len__"):
+        raise TypeError(
+            f"split_gates takes a twin or a list [kernel, recurrent_kernel, (bias)]; got {type(layer_or_weights).__name__}"
+        )
     weights = list(layer_or_weights)
     if reset_after is None:
         reset_after = kind == "gru" and len(weights) == 3 and np.ndim(weights[2]) == 2
-    return weights, _check_kind(kind), bool(reset_after)
+    return weights, _check_gate_kind(kind), bool(reset_after)
+
+
+def _check_gate_weights(kind: str, weights: list[np.ndarray], reset_after: bool) -> int:
+    """The units (filters for a ConvLSTM) of Keras weights of ``kind``; ValueError naming the
+    array when the shapes do not fit the layer's layout."""
+    order = _gate_order(kind)
+    if len(weights) not in (2, 3):
+        raise ValueError(f"weights must be [kernel, recurrent_kernel, (bias)] of a {kind}; got {len(weights)} arrays")
+    kernel, recurrent = weights[0], weights[1]
+    conv = kind in CONV_KINDS
+    rank = {"conv_lstm1d": 1, "conv_lstm2d": 2, "conv_lstm3d": 3}.get(kind)
+    if conv:
+        ranks = (rank + 2,) if rank else (3, 4, 5)
+        if recurrent.ndim not in ranks:
+            expected = " or ".join(f"{r}-D" for r in ranks)
+            raise ValueError(
+                f"recurrent_kernel must be {expected} (*kernel_size, filters, 4 * filters) for {kind}; "
+                f"got shape {recurrent.shape}"
+            )
+    elif recurrent.ndim != 2:
+        raise ValueError(f"recurrent_kernel must be 2-D (units, {len(order)} * units) for {kind}; got shape {recurrent.shape}")
+    width = recurrent.shape[-1]
+    units = recurrent.shape[-2]
+    if width != len(order) * units:
+        what = "filters" if conv else "units"
+        raise ValueError(
+            f"recurrent_kernel has shape {recurrent.shape}; a {kind} has ({'*kernel_size, ' if conv else ''}{what}, "
+            f"{len(order)} * {what}) = last axis {len(order) * units}"
+        )
+    if conv:
+        expected_kernel = "(*kernel_size, channels, 4 * filters)"
+        fits = kernel.ndim == recurrent.ndim and kernel.shape[:-2] == recurrent.shape[:-2] and kernel.shape[-1] == width
+    else:
+        expected_kernel = f"(input_dim, {width})"
+        fits = kernel.ndim == 2 and kernel.shape[-1] == width
+    if not fits:
+        raise ValueError(
+            f"kernel has shape {kernel.shape}; with recurrent_kernel {recurrent.shape} a {kind} has {expected_kernel}"
+        )
+    if len(weights) == 3:
+        bias = weights[2]
+        expected_bias: tuple[int, ...] = (2, width) if kind == "gru" and reset_after else (width,)
+        if bias.shape != expected_bias:
+            what = "filters" if conv else "units"
+            raise ValueError(f"bias has shape {bias.shape}; a {kind} with {units} {what} has {expected_bias}")
+    return int(units)
 
 
 def split_gates(layer_or_weights: Any, kind: str | None = None, reset_after: bool | None = None) -> dict[str, dict[str, Any]]:
     """Per-gate views of Keras weights: ``{gate: {"kernel", "recurrent_kernel", "bias"[, "recurrent_bias"]}}``.
 
-    ``layer_or_weights`` is a twin (layer or cell) or ``[kernel, recurrent_kernel, (bias)]``
-    with ``kind``. For GRU with ``reset_after=True`` the bias has two rows: ``bias`` is the
-    input row, ``recurrent_bias`` the recurrent row. Arrays are copies; :func:`join_gates`
-    reverses this exactly.
+    ``layer_or_weights`` is a twin (layer or cell, ConvLSTM ones included) or ``[kernel,
+    recurrent_kernel, (bias)]`` with ``kind`` (``lstm``, ``gru``, ``simple_rnn``, or
+    ``conv_lstm`` for a ConvLSTM1D/2D/3D, whose gates ``i, f, c, o`` lie along the last axis
+    of ``(*kernel_size, channels, 4 * filters)`` kernels: each gate's block is then
+    ``(*kernel_size, channels, filters)``). For GRU with ``reset_after=True`` the bias has two
+    rows: ``bias`` is the input row, ``recurrent_bias`` the recurrent row. Arrays are copies;
+    :func:`join_gates` reverses this exactly. Shapes that do not fit ``kind`` raise ``ValueError``.
     """
     weights, kind, reset_after = _weights_of(layer_or_weights, kind, reset_after)
-    kernel, recurrent = np.asarray(weights[0]), np.asarray(weights[1])
-    bias = np.asarray(weights[2]) if len(weights) > 2 else None
-    units = recurrent.shape[0]
+    arrays = [np.asarray(w) for w in weights]
+    units = _check_gate_weights(kind, arrays, reset_after)
+    kernel, recurrent = arrays[0], arrays[1]
+    bias = arrays[2] if len(arrays) > 2 else None
     gates: dict[str, dict[str, Any]] = {}
-    for gate in GATE_ORDER[kind]:
-        cols = gate_slice(kind, gate, units)
-        view: dict[str, Any] = {"kernel": kernel[:, cols].copy(), "recurrent_kernel": recurrent[:, cols].copy()}
+    for gate in _gate_order(kind):
+        cols = gate_slice("lstm" if kind in CONV_KINDS else kind, gate, units)
+        view: dict[str, Any] = {"kernel": kernel[..., cols].copy(), "recurrent_kernel": recurrent[..., cols].copy()}
         if bias is not None:
             if kind == "gru" and reset_after:
                 view["bias"] = bias[0, cols].copy()
@@ -157,12 +231,19 @@ def split_gates(layer_or_weights: Any, kind: str | None = None, reset_after: boo
 
 
 def join_gates(gates: dict[str, dict[str, Any]], kind: str, reset_after: bool = True) -> list[np.ndarray]:
-    """Keras weights ``[kernel, recurrent_kernel, (bias)]`` from per-gate blocks (inverse of split_gates)."""
-    kind = _check_kind(kind)
-    order = GATE_ORDER[kind]
+    """Keras weights ``[kernel, recurrent_kernel, (bias)]`` from per-gate blocks (inverse of
+    split_gates); ``kind`` as for :func:`split_gates` (``conv_lstm`` joins ConvLSTM blocks
+    along their last axis)."""
+    kind = _check_gate_kind(kind)
+    order = _gate_order(kind)
     missing = [g for g in order if g not in gates]
     if missing:
         raise ValueError(f"join_gates for {kind} needs gates {list(order)}; missing {missing}")
+    for name in ("kernel", "recurrent_kernel", "bias", "recurrent_bias"):
+        shapes = {g: np.shape(gates[g][name]) for g in order if name in gates[g]}
+        if len(set(shapes.values())) > 1:
+            listed = ", ".join(f"{g} {shape}" for g, shape in shapes.items())
+            raise ValueError(f"join_gates: every gate's {name} block must have one shape; got {listed}")
     kernel = np.concatenate([np.asarray(gates[g]["kernel"]) for g in order], axis=-1)
     recurrent = np.concatenate([np.asarray(gates[g]["recurrent_kernel"]) for g in order], axis=-1)
     weights = [kernel, recurrent]
@@ -172,6 +253,7 @@ def join_gates(gates: dict[str, dict[str, Any]], kind: str, reset_after: bool = 
             recurrent_bias = np.concatenate([np.asarray(gates[g]["recurrent_bias"]) for g in order])
             bias = np.stack([bias, recurrent_bias])
         weights.append(bias)
+    _check_gate_weights(kind, weights, reset_after)
     return weights
 
 
@@ -251,6 +333,14 @@ def explain_conv_lstm_layout(
         "recurrent_kernel": [*kernel, filters, 4 * filters],
         "bias": [4 * filters] if use_bias else None,
     }
+    blocks = ", ".join(f"{k}" for k in kernel)
+    notes = [
+        f"each gate's block is kernel[..., g * {filters}:(g + 1) * {filters}] ({blocks}, {input_channels}, {filters}) "
+        f"and recurrent_kernel[..., same] ({blocks}, {filters}, {filters}); rnnparity.layout.split_gates(twin) returns them",
+        "conv uses the layer's strides, padding and dilation_rate; conv_same (the recurrent convolution) stride 1, "
+        "padding 'same' and no dilation, so h keeps the size of conv's output",
+        f"PyTorch: {NO_TORCH_CONV_LSTM}",
+    ]
     return {
         "kind": f"conv_lstm{rank}d",
         "filters": filters,
@@ -261,6 +351,7 @@ def explain_conv_lstm_layout(
         "shapes": shapes,
         "gates": [row.__dict__ for row in rows],
         "equations": [CONV_LSTM_EQUATIONS[gate] for gate in GATE_ORDER["lstm"]],
+        "notes": notes,
     }
 
 
@@ -270,11 +361,20 @@ def explain_conv_lstm_layout(
 # order under another name for the candidate. GRU: Keras (z, r, h) is PyTorch (r, z, n).
 TORCH_GATE_ORDER: dict[str, tuple[str, ...]] = {"lstm": ("i", "f", "c", "o"), "gru": ("r", "z", "h"), "simple_rnn": ("h",)}
 TORCH_MODULE = {"lstm": "torch.nn.LSTM", "gru": "torch.nn.GRU", "simple_rnn": "torch.nn.RNN"}
+NO_TORCH_CONV_LSTM = (
+    "torch.nn has no ConvLSTM module, so to_torch refuses it. The same step can be written with "
+    "torch.nn.functional.conv1d/2d/3d (both compute a cross-correlation): Keras's kernel (*kernel_size, channels, "
+    "4 * filters) is the conv weight np.moveaxis(kernel, (-1, -2), (0, 1)) = (4 * filters, channels, *kernel_size), "
+    "its output channels the gates i, f, c, o, filters each (recurrent_kernel likewise, with filters input channels); "
+    "the recurrent convolution runs with stride 1 and padding 'same'"
+)
 
 
 def _torch_compatible(cell: Any) -> None:
     """Raise ValueError unless ``cell`` has an exact PyTorch equivalent."""
     kind = cell.kind
+    if kind in CONV_KINDS:
+        raise ValueError(f"{cell.describe()} has no PyTorch equivalent: {NO_TORCH_CONV_LSTM}")
     name = KERAS_CLASS_NAME[kind]
     if kind == "simple_rnn":
         if cell.activation_name not in ("tanh", "relu"):

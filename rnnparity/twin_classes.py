@@ -31,6 +31,6 @@ CONV_TWIN_BY_KERAS_NAME: dict[str, type[RecurrentLayer]] = {
 }
 
 # Recurrent Keras classes that weight files may hold but that the HDF5 readers (weights-only
-# files, explain FILE.h5) do not plan twins for yet, and why. Whole model files with them are verified.
-_NOT_IN_FILES = "the HDF5 reader does not read ConvLSTM weights yet (`rnnparity verify` on a whole model file checks them)"
-NO_TWIN: dict[str, str] = dict.fromkeys(CONV_TWIN_BY_KERAS_NAME, _NOT_IN_FILES)
+# files, explain FILE.h5) do not plan twins for, and why. Empty: every class above is read
+# (ConvLSTM1D/2D/3D since their kernels are recognised by shape, rnnparity.files.hdf5).
+NO_TWIN: dict[str, str] = {}

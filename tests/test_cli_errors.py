@@ -51,7 +51,7 @@ BAD_OPTIONS = [
     (["explain"], "the following arguments are required: KIND|MODEL"),
     (["explain", "lstm", "--units", "abc"], "invalid int value: 'abc'"),
     (["explain", "lstm", "--units", "-3"], "units and input_dim must be positive"),
-    (["explain", "lstmm"], "expected one of lstm, gru, simple_rnn (or the Keras class names LSTM, GRU, SimpleRNN)"),
+    (["explain", "lstmm"], "expected one of lstm, gru, simple_rnn, conv_lstm1d, conv_lstm2d, conv_lstm3d (or the Keras class"),
     (["explain", "lstm", "--reset-after", "false"], "--reset-after applies to GRU only; got lstm"),
     (["explain", "SimpleRNN", "--reset-after", "true"], "--reset-after applies to GRU only; got SimpleRNN"),
     (["explain", "model.keras", "--units", "5"], "--units describe a layer kind; model.keras is a file"),

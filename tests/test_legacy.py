@@ -366,26 +366,33 @@ def test_explain_text_of_a_weights_only_file(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_recurrent_layers_without_a_twin_are_named_with_the_reason(tmp_path: Path) -> None:
+    """A custom recurrent class has no twin and is named with the reason; a ConvLSTM2D beside
+    it is read (its kernels recognised by shape)."""
     rng = np.random.default_rng(9)
     conv = {"name": "conv_lst_m2d_1", "trainable": True, "filters": 2, "kernel_size": [3, 3]}
-    config = lf.sequential_config([lf.layer("ConvLSTM2D", conv), lf.layer("LSTM", lf.recurrent_config("LSTM", "lstm_1", 2))])
+    custom = lf.recurrent_config("GRU", "my_gru_1", 2)
+    config = lf.sequential_config(
+        [lf.layer("ConvLSTM2D", conv), lf.layer("MyGRU", custom), lf.layer("LSTM", lf.recurrent_config("LSTM", "lstm_1", 2))]
+    )
     conv_weights = [rng.normal(size=(3, 3, 1, 8)).astype("float32"), rng.normal(size=(3, 3, 2, 8)).astype("float32")]
     path = lf.write_h5(
         tmp_path / "m.h5",
         [
             ("conv_lst_m2d_1", lf.named("conv_lst_m2d_1", conv_weights)),
-            ("lstm_1", lf.named("lstm_1", lf.recurrent_weights("LSTM", 2, 18, rng))),
+            ("my_gru_1", lf.named("my_gru_1", lf.recurrent_weights("GRU", 2, 18, rng))),
+            ("lstm_1", lf.named("lstm_1", lf.recurrent_weights("LSTM", 2, 2, rng))),
         ],
         model_config=config,
     )
     file = legacy.read_weights_file(path)
-    assert [x.name for x in file.layers] == ["lstm_1"]
-    reason = "the HDF5 reader does not read ConvLSTM weights yet (`rnnparity verify` on a whole model file checks them)"
-    assert file.no_twin == {"conv_lst_m2d_1": f"ConvLSTM2D: {reason}"}
-    with pytest.raises(
-        ValueError, match="layer_name 'conv_lst_m2d_1': ConvLSTM2D: the HDF5 reader does not read ConvLSTM weights yet"
-    ):
-        legacy.twin_from_weights(path, "conv_lst_m2d_1")
+    assert [x.name for x in file.layers] == ["conv_lst_m2d_1", "lstm_1"]
+    assert file.layer("conv_lst_m2d_1").class_name == "ConvLSTM2D"
+    assert file.no_twin == {"my_gru_1": "MyGRU has no twin (a custom or unsupported recurrent class)"}
+    with pytest.raises(ValueError, match="layer_name 'my_gru_1': MyGRU has no twin"):
+        legacy.twin_from_weights(path, "my_gru_1")
+    twin = legacy.twin_from_weights(path, "conv_lst_m2d_1")
+    assert isinstance(twin, rnnparity.ConvLSTM2D) and twin.filters == 2 and twin.kernel_size == (3, 3)
+    assert twin.recurrent_activation == "hard_sigmoid"  # Keras 2.2.4's ConvLSTM default, not stored here
 
 
 def test_a_file_listing_a_missing_array_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

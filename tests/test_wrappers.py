@@ -463,10 +463,6 @@ def test_from_keras_names_what_is_unsupported_and_where(flavor: str) -> None:
     stack.build((1, 3, 2))
     with pytest.raises(ValueError, match=r"LSTMCell '.*' \(in RNN 'outer' > StackedRNNCells '.*'\) uses a custom activation"):
         rnnparity.from_keras(stack)
-    conv = layers.Bidirectional(layers.ConvLSTM1D(2, 2), name="both_ways")
-    conv.build((1, 3, 5, 1))
-    with pytest.raises(TypeError, match=r"from_keras supports .*; got .*ConvLSTM1D .*\(in Bidirectional 'both_ways'\)"):
-        rnnparity.from_keras(conv)
 
 
 @pytest.mark.parametrize("flavor", _all([()], ["rnn-config"]))

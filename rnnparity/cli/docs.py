@@ -8,7 +8,7 @@ committed page differs from what this module writes, or a picture it names is mi
 from __future__ import annotations
 
 from rnnparity.cli.layout_text import render_explain
-from rnnparity.layout import GATE_ORDER, TORCH_GATE_ORDER, TORCH_MODULE, explain_layout
+from rnnparity.layout import GATE_ORDER, TORCH_GATE_ORDER, TORCH_MODULE, explain_conv_lstm_layout, explain_layout
 
 INTRO = """# Where Keras keeps each gate's weights
 
@@ -24,6 +24,11 @@ gate order per layer. The examples use `units=4`, `input_dim=3`; every slice sca
   bias rows: row 0 is added to the input projection, row 1 to the recurrent projection
   *before* the reset gate multiplies it. `reset_after=False` (the original GRU) has one
   bias row and multiplies the reset gate into `h_tm1` before the candidate's matmul.
+"""
+
+CONV_LSTM = """ConvLSTM1D, ConvLSTM2D and ConvLSTM3D keep the LSTM's gates, in its order, along the last
+axis of kernels that hold a convolution kernel per gate (`filters=4`, a 3x3 kernel and 3
+input channels here; `rnnparity explain conv_lstm2d` prints any size):
 """
 
 TORCH = """## The same layers in PyTorch
@@ -49,6 +54,8 @@ def weight_layout_markdown() -> str:
     for kind, reset_after in PAGES:
         parts.append(render_explain(explain_layout(kind, 4, 3, reset_after), "markdown") + "\n")
         parts.append(f"![{kind} weight layout]({picture_name(kind, reset_after)})\n")
+    parts.append(CONV_LSTM)
+    parts.append(render_explain(explain_conv_lstm_layout(2, 4, (3, 3), 3), "markdown") + "\n")
     table = TORCH
     notes = {
         "lstm": "`bias` -> `bias_ih`, `bias_hh` = 0 (back: their sum)",
@@ -64,7 +71,8 @@ def weight_layout_markdown() -> str:
     parts.append(
         "No exact PyTorch equivalent (conversion refuses with the reason): GRU `reset_after=False`, "
         "LSTM/GRU activations other than tanh/sigmoid (including `hard_sigmoid`), SimpleRNN activations "
-        "other than tanh/relu.\n"
+        "other than tanh/relu, and ConvLSTM1D/2D/3D (`torch.nn` has no ConvLSTM module; the ConvLSTM notes above "
+        "say how to write its step with `torch.nn.functional` convolutions).\n"
     )
     return "\n".join(parts)
 

@@ -9,13 +9,23 @@ import os
 from typing import Any, TextIO
 
 from rnnparity.cli.common import EXIT_OK, CommandError, exit_codes, import_tensorflow_quietly
-from rnnparity.cli.layout_text import FORMATS, kind_of, render_explain
+from rnnparity.cli.layout_text import FORMATS, conv_rank_of, kind_of, render_explain
 
-KIND_NAMES = "lstm, gru, simple_rnn (or the Keras class names LSTM, GRU, SimpleRNN)"
-DEFAULT_UNITS, DEFAULT_INPUT_DIM = 4, 3
+KIND_NAMES = (
+    "lstm, gru, simple_rnn, conv_lstm1d, conv_lstm2d, conv_lstm3d (or the Keras class names LSTM, GRU, SimpleRNN, "
+    "ConvLSTM1D, ConvLSTM2D, ConvLSTM3D)"
+)
+DEFAULT_UNITS, DEFAULT_INPUT_DIM, DEFAULT_KERNEL_SIZE = 4, 3, 3
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 # Options that describe a layer kind; a model file fixes them itself.
-KIND_OPTIONS = {"units": "--units", "input_dim": "--input-dim", "reset_after": "--reset-after", "no_bias": "--no-bias"}
+KIND_OPTIONS = {
+    "units": "--units",
+    "input_dim": "--input-dim",
+    "reset_after": "--reset-after",
+    "no_bias": "--no-bias",
+    "filters": "--filters",
+    "kernel_size": "--kernel-size",
+}
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -23,7 +33,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "explain",
         help="where each gate lives in kernel, recurrent_kernel and bias",
         description="Print which columns of kernel, recurrent_kernel and bias hold each gate, the gate order "
-        "(LSTM: i, f, c, o; GRU: z, r, h), the shapes and the equations, for a layer kind or for every recurrent "
+        "(LSTM and ConvLSTM: i, f, c, o; GRU: z, r, h), the shapes and the equations, for a layer kind or for every recurrent "
         "layer of a saved model (an HDF5 file is read without Keras). --plot draws the same as coloured blocks.",
         epilog=exit_codes("the layout was printed", None, "bad options, or the file cannot be read"),
     )
@@ -33,7 +43,18 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help=f"{KIND_NAMES}; or a saved .keras/.h5 model, to explain each of its recurrent layers",
     )
     parser.add_argument("--units", type=int, default=None, help=f"units (default {DEFAULT_UNITS}; a kind only)")
-    parser.add_argument("--input-dim", type=int, default=None, help=f"input dim (default {DEFAULT_INPUT_DIM}; a kind only)")
+    parser.add_argument(
+        "--input-dim",
+        type=int,
+        default=None,
+        help=f"input dim, or a ConvLSTM's input channels (default {DEFAULT_INPUT_DIM}; a kind only)",
+    )
+    parser.add_argument("--filters", type=int, default=None, help=f"a ConvLSTM's filters (default {DEFAULT_UNITS})")
+    parser.add_argument(
+        "--kernel-size",
+        default=None,
+        help=f"a ConvLSTM's kernel_size: one size, or one per spatial axis as 3,2 (default {DEFAULT_KERNEL_SIZE})",
+    )
     parser.add_argument("--reset-after", choices=["true", "false"], default=None, help="GRU only (default true)")
     parser.add_argument("--no-bias", action="store_true", default=None, help="use_bias=False (a kind only)")
     parser.add_argument("--format", choices=FORMATS, default="text")
@@ -55,6 +76,12 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from rnnparity.layout import explain_layout
 
     kind = kind_of(args.kind)
+    rank = conv_rank_of(args.kind)
+    if rank is not None:
+        return _explain_conv_kind(args, rank, out, err)
+    if args.filters is not None or args.kernel_size is not None:
+        if kind is not None:
+            raise CommandError(f"--filters and --kernel-size apply to ConvLSTM1D/2D/3D only; got {args.kind}")
     if kind is None:
         if not args.kind.endswith(MODEL_SUFFIXES) and not os.path.exists(args.kind):
             raise CommandError(f"expected one of {KIND_NAMES} or a saved model file; got {args.kind!r}")
@@ -71,6 +98,39 @@ def run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise CommandError(str(exc)) from None
     out.write(render_explain(data, args.format) + "\n")
     return _plot(args, [(args.plot, data)], err)
+
+
+def _kernel_size(text: str, rank: int) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise CommandError(f"--kernel-size takes one integer or {rank} separated by commas (3 or 3,2); got {text!r}") from None
+    if len(sizes) == 1:
+        sizes = sizes * rank
+    if len(sizes) != rank:
+        raise CommandError(f"--kernel-size for a ConvLSTM{rank}D takes 1 or {rank} sizes; got {text!r}")
+    return sizes
+
+
+def _explain_conv_kind(args: argparse.Namespace, rank: int, out: TextIO, err: TextIO) -> int:
+    """``rnnparity explain conv_lstm2d``: the gate layout of a ConvLSTM{rank}D (not drawn by --plot)."""
+    from rnnparity.layout import explain_conv_lstm_layout
+
+    if args.units is not None:
+        raise CommandError(f"a ConvLSTM{rank}D has --filters, not --units")
+    if args.reset_after is not None:
+        raise CommandError(f"--reset-after applies to GRU only; got {args.kind}")
+    if args.plot:
+        raise CommandError("--plot draws LSTM, GRU and SimpleRNN layouts; a ConvLSTM's gate blocks are listed, not drawn")
+    kernel = _kernel_size(args.kernel_size, rank) if args.kernel_size is not None else (DEFAULT_KERNEL_SIZE,) * rank
+    filters = DEFAULT_UNITS if args.filters is None else args.filters
+    channels = DEFAULT_INPUT_DIM if args.input_dim is None else args.input_dim
+    try:
+        data = explain_conv_lstm_layout(rank, filters, kernel, channels, not args.no_bias)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    out.write(render_explain(data, args.format) + "\n")
+    return EXIT_OK
 
 
 def _plot(args: argparse.Namespace, pictures: list[tuple[str, dict[str, Any]]], err: TextIO) -> int:
@@ -131,9 +191,16 @@ def _explain_model(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return _plot(args, pictures, err)
 
 
-def _hdf5_entries(file: Any, plans: list[Any]) -> list[dict[str, Any]]:
-    from rnnparity.layout import explain_layout
+def _cell_layout(cell: Any, settings: dict[str, Any]) -> dict[str, Any]:
+    """The explain data of one stored cell (:mod:`rnnparity.files.stored`)."""
+    from rnnparity.layout import explain_conv_lstm_layout, explain_layout
 
+    if cell.is_conv:
+        return explain_conv_lstm_layout(cell.rank, cell.units, cell.kernel_size, cell.input_dim, cell.use_bias)
+    return explain_layout(cell.kind, cell.units, cell.input_dim, bool(settings.get("reset_after", True)), cell.use_bias)
+
+
+def _hdf5_entries(file: Any, plans: list[Any]) -> list[dict[str, Any]]:
     entries: list[dict[str, Any]] = []
     for plan in plans:
         layer = plan.layer
@@ -147,9 +214,7 @@ def _hdf5_entries(file: Any, plans: list[Any]) -> list[dict[str, Any]]:
             {
                 "part": part,
                 "stored": {"path": "/".join(cell.paths[0].split("/")[:-1]), "shapes": [list(s) for s in cell.shapes]},
-                "explain": explain_layout(
-                    cell.kind, cell.units, cell.input_dim, bool(settings.get("reset_after", True)), cell.use_bias
-                ),
+                "explain": _cell_layout(cell, settings),
             }
             for part, cell, settings in parts
         ]
@@ -159,8 +224,11 @@ def _hdf5_entries(file: Any, plans: list[Any]) -> list[dict[str, Any]]:
                 "saved_class": layer.saved_class,
                 "class": layer.class_name,
                 "class_source": layer.class_source,
-                "units": layer.units,
-                "input_dim": layer.input_dim,
+                **(
+                    {"filters": layer.units, "input_channels": layer.input_dim, "kernel_size": list(layer.cells[0].kernel_size)}
+                    if layer.cells[0].is_conv
+                    else {"units": layer.units, "input_dim": layer.input_dim}
+                ),
                 "twin": plan.description,
                 "assumptions": plan.assumptions,
                 "parts": described,
@@ -185,6 +253,8 @@ def _explain_hdf5(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.plot:
         for entry in entries:
             for part in entry["parts"]:
+                if "units" not in part["explain"]:
+                    continue  # ConvLSTM gate blocks are listed, not drawn
                 label = f"{entry['name']}-{part['part']}" if part["part"] else str(entry["name"])
                 pictures.append((_picture_path(args.plot, len(pictures), label), part["explain"]))
     if args.format == "json":
@@ -210,7 +280,12 @@ def _explain_hdf5(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             saved = f"{entry['saved_class']} (the class saved in the model config)"
         else:
             saved = f"{entry['class']} (not saved in a weights-only file; {entry['class_source']})"
-        out.write(f"{heading}{entry['name']}: {saved}; units {entry['units']}, input_dim {entry['input_dim']}\n")
+        sizes = (
+            f"filters {entry['filters']}, input channels {entry['input_channels']}"
+            if "filters" in entry
+            else f"units {entry['units']}, input_dim {entry['input_dim']}"
+        )
+        out.write(f"{heading}{entry['name']}: {saved}; {sizes}\n")
         out.write(f"twin: {entry['twin']}\n")
         out.write("the twin assumes:\n" + "".join(f"  - {note}\n" for note in entry["assumptions"]))
         for part in entry["parts"]:

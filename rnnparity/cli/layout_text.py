@@ -13,6 +13,16 @@ FORMATS = ("text", "markdown", "json")
 _KIND_OF_CLASS = {name.lower(): kind for kind, name in KERAS_CLASS_NAME.items()}
 
 
+def conv_rank_of(name: str) -> int | None:
+    """The rank of a ConvLSTM kind or Keras class name, any case: ``conv_lstm2d``, ``ConvLSTM2D``
+    -> 2 (None when it is neither)."""
+    lowered = name.lower()
+    for rank in (1, 2, 3):
+        if lowered in (f"conv_lstm{rank}d", f"convlstm{rank}d"):
+            return rank
+    return None
+
+
 def kind_of(name: str) -> str | None:
     """The layout kind for a kind or a Keras class name, any case: ``lstm``, ``LSTM``,
     ``SimpleRNN``, ``simple_rnn`` (None when it is neither)."""
@@ -40,12 +50,17 @@ def render_explain(data: dict[str, Any], fmt: str) -> str:
     rows = [(g["gate"], g["kernel"], g["recurrent_kernel"], g["bias"], g["role"]) for g in gates]
     shape_line = ", ".join(f"{name} {tuple(shape)}" for name, shape in data["shapes"].items() if shape is not None)
     equations = list(data["equations"])
+    notes = list(data.get("notes", []))  # ConvLSTM: the gate blocks, the two convolutions, PyTorch
     if fmt == "markdown":
         quoted = [tuple(f"`{c}`" if i < 4 else c for i, c in enumerate(row)) for row in rows]
         lines = [f"### {title}", "", f"Shapes: {shape_line}. Gate order: {', '.join(data['gate_order'])}.", ""]
         lines.append(render(header, quoted, markdown=True))
         lines += ["", "Equations, in order:", ""] + [f"    {e}" for e in equations]
+        if notes:
+            lines += ["", *(f"- {note}" for note in notes)]
         return "\n".join(lines)
     lines = [title, shape_line, "", render(header, rows, rule=False)]
     lines += ["", "equations, in order:"] + [f"  {e}" for e in equations]
+    if notes:
+        lines += ["", "notes:"] + [f"  - {note}" for note in notes]
     return "\n".join(lines)

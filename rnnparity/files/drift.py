@@ -45,6 +45,7 @@ from rnnparity.files.verify import (
     DEFAULT_TIMESTEPS,
     ModelFileError,
 )
+from rnnparity.files.weights_check import random_input_shape
 
 TARGETS = {"keras3": 3, "tf-keras": 2}
 EXIT_OK, EXIT_DRIFT, EXIT_ERROR = 0, 1, 2
@@ -379,7 +380,8 @@ def _layer_drift(
     result.status = "drifts" if changed else "same"
     if changed:
         given_state = any(capture.initial_state is not None for capture in captures)
-        result.causes = known_causes(twin, old, new, given_state) or ["unexplained"]
+        masked = any(capture.mask is not None for capture in captures)
+        result.causes = known_causes(twin, old, new, given_state, masked) or ["unexplained"]
     return result
 
 
@@ -545,7 +547,7 @@ def drift_weights(
             row.status, row.detail = "breaks", str(exc)
             layers.append(row)
             continue
-        shape = (batch_size, timesteps, stored.input_dim)
+        shape = random_input_shape(twin, stored, batch_size, timesteps)  # a ConvLSTM's has spatial axes
         x = rng.normal(0.0, 1.5, size=shape).astype(twin.dtype)
         lengths = rng.integers(1, timesteps + 1, size=batch_size)
         lengths[0] = timesteps
@@ -564,7 +566,7 @@ def drift_weights(
         row.max_abs, row.max_rel, row.tolerance_used = worst
         if changed:
             row.status = "drifts"
-            row.causes = known_causes(twin, old_env, new_env, False) or ["unexplained"]
+            row.causes = known_causes(twin, old_env, new_env, False, masked=True) or ["unexplained"]
         layers.append(row)
     for name, reason in file.no_twin.items():
         layers.append(LayerDrift(name, "?", "not predicted", detail=reason))

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from rnnparity.files.stored import (
+    CONV_KIND,
     MODEL_CLASSES,
     StoredCell,
     StoredLayer,
@@ -28,7 +29,7 @@ from rnnparity.files.stored import (
     writer_defaults,
 )
 from rnnparity.layout import CUDNN_CLASSES, GATE_ORDER, KERAS_CLASS_NAME
-from rnnparity.twin_classes import NO_TWIN
+from rnnparity.twin_classes import CONV_TWIN_BY_KERAS_NAME, NO_TWIN
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # Layer and cell classes by Keras name, and the kind of each ("LSTM" -> "lstm").
@@ -43,6 +44,9 @@ _KEY_CLASSES = {
     "cu_dnngru": "CuDNNGRU",
     "bidirectional": "Bidirectional",
     "rnn": "RNN",
+    "conv_lstm1d": "ConvLSTM1D",
+    "conv_lstm2d": "ConvLSTM2D",
+    "conv_lstm3d": "ConvLSTM3D",
 }
 
 
@@ -273,6 +277,9 @@ def _bidirectional_names(name: str, entries: list[_Entry], cells: list[StoredCel
 
 
 def _chained(cells: list[StoredCell]) -> bool:
+    """Whether ``cells`` can be one RNN's stack (ConvLSTM cells never are: Keras stacks none)."""
+    if any(cell.is_conv for cell in cells):
+        return False
     return len(cells) > 1 and all(b.input_dim == a.units for a, b in zip(cells, cells[1:]))
 
 
@@ -289,13 +296,13 @@ def _add_configured(
     shapes = ", ".join(str(tuple(e.array.shape)) for e in entries)
     expected = _expected_cells(class_name, config)
     if expected is None:
-        if class_name in NO_TWIN or class_name.startswith("ConvLSTM"):
-            found.no_twin[name] = f"{class_name}: {NO_TWIN.get(class_name, 'no twin')}"
+        if class_name in NO_TWIN:
+            found.no_twin[name] = f"{class_name}: {NO_TWIN[class_name]}"
         elif class_name == "Bidirectional":
             inner = config.get("layer", {}).get("class_name") if isinstance(config.get("layer"), dict) else None
             found.no_twin[name] = (
-                f"Bidirectional around {inner}: from a file, only Bidirectional around LSTM, GRU, SimpleRNN or a CuDNN "
-                "layer is read (load the model with Keras and use rnnparity.from_keras)"
+                f"Bidirectional around {inner}: from a file, only Bidirectional around LSTM, GRU, SimpleRNN, "
+                "ConvLSTM1D/2D/3D or a CuDNN layer is read (load the model with Keras and use rnnparity.from_keras)"
             )
         elif _is_rnn_like(class_name, config):
             found.no_twin[name] = f"{class_name} has no twin (a custom or unsupported recurrent class)"
@@ -314,12 +321,12 @@ def _is_rnn_like(class_name: str, config: dict[str, Any]) -> bool:
 
 def _expected_cells(class_name: str, config: dict[str, Any]) -> list[str] | None:
     """The class of each stored cell of a configured layer, or None when the class has no twin."""
-    if class_name in PLAIN_CLASSES or class_name in CUDNN_CLASSES:
+    if class_name in PLAIN_CLASSES or class_name in CUDNN_CLASSES or class_name in CONV_TWIN_BY_KERAS_NAME:
         return [class_name]
     if class_name == "Bidirectional":
         inner = config.get("layer", {})
         inner_class = inner.get("class_name") if isinstance(inner, dict) else None
-        if inner_class in PLAIN_CLASSES or inner_class in CUDNN_CLASSES:
+        if inner_class in PLAIN_CLASSES or inner_class in CUDNN_CLASSES or inner_class in CONV_TWIN_BY_KERAS_NAME:
             return [str(inner_class), str(inner_class)]
         return None
     if class_name == "RNN":
@@ -368,9 +375,29 @@ def _named_like(entry: _Entry, role: str) -> bool:
     return leaf.startswith(role) or leaf.startswith("param_") or leaf.isdigit()
 
 
+def _conv_cell(entries: list[_Entry]) -> tuple[StoredCell, int] | None:
+    """A ConvLSTM1D/2D/3D cell: ``kernel (*K, C, 4F)``, ``recurrent_kernel (*K, F, 4F)``,
+    optional ``bias (4F,)``; None when the arrays are not that."""
+    kernel, recurrent = entries[0].array, entries[1].array
+    if kernel.ndim not in (3, 4, 5) or recurrent.ndim != kernel.ndim or kernel.shape[:-2] != recurrent.shape[:-2]:
+        return None
+    filters = recurrent.shape[-2]
+    if filters == 0 or min(kernel.shape) == 0 or recurrent.shape[-1] != 4 * filters or kernel.shape[-1] != 4 * filters:
+        return None
+    count = 2
+    if len(entries) > 2 and _named_like(entries[2], "bias") and entries[2].array.shape == (4 * filters,):
+        count = 3
+    used = entries[:count]
+    arrays = tuple(e.array for e in used)
+    cell = StoredCell(CONV_KIND, "keras", int(filters), int(kernel.shape[-2]), arrays, tuple(e.path.lstrip("/") for e in used))
+    return cell, count
+
+
 def _cell(entries: list[_Entry]) -> tuple[StoredCell, int] | None:
     """The cell starting at ``entries[0]`` and how many arrays it takes (2 or 3)."""
     kernel, recurrent = entries[0].array, entries[1].array
+    if kernel.ndim > 2:
+        return _conv_cell(entries)
     if kernel.ndim != 2 or recurrent.ndim != 2 or recurrent.shape[0] == 0 or recurrent.shape[1] % recurrent.shape[0]:
         return None
     units = recurrent.shape[0]

@@ -22,11 +22,13 @@ from rnnparity.files.hdf5 import read_weights_file
 from rnnparity.files.stored import StoredCell, StoredLayer, WeightsFile, plain_class_name
 from rnnparity.layout import CUDNN_EQUIVALENT, KERAS_CLASS_NAME
 from rnnparity.rnn import RNN, TRAINING_ONLY_ARGS
-from rnnparity.twin_classes import TWIN_CELL_CLASSES, TWIN_CLASSES
+from rnnparity.twin_classes import CONV_TWIN_BY_KERAS_NAME, TWIN_CELL_CLASSES, TWIN_CLASSES
 
 # Settings of Keras's RNN base layer (the rest of a layer's config belongs to its cell).
 _RNN_KEYS = ("return_sequences", "return_state", "go_backwards", "stateful", "unroll", "zero_output_for_mask", "time_major")
 _LAYER_ONLY_KEYS = ("name", "trainable", "input_shape", "batch_input_shape", "batch_size")
+# A ConvLSTM's convolution settings that no weight shows, and Keras's defaults for them.
+_CONV_DEFAULTS = {"strides": 1, "padding": "valid", "data_format": "channels_last", "dilation_rate": 1}
 
 
 # --------------------------------------------------------------------------- the twin
@@ -35,7 +37,7 @@ class TwinPlan:
     """The twin :func:`twin_from_weights` builds for a stored layer, and why."""
 
     layer: StoredLayer
-    kind: str  # "lstm", "gru" or "simple_rnn" (of every cell of a stack: see cell_settings)
+    kind: str  # "lstm", "gru", "simple_rnn" or "conv_lstm" (of every cell of a stack: see cell_settings)
     settings: dict[str, Any]  # layer arguments (for RNN: the RNN's own arguments)
     cell_settings: list[dict[str, Any]]  # RNN: one per cell; Bidirectional: [forward, backward]
     wrapper: dict[str, Any]  # Bidirectional: merge_mode and dtype
@@ -50,7 +52,7 @@ class TwinPlan:
             listed = ", ".join(f"{KERAS_CLASS_NAME[c.kind]}({_brief(s)})" for c, s in zip(self.layer.cells, cells))
             return " ".join(part for part in (f"cells=[{listed}]", _brief(self.settings, layer_only=True)) if part)
         if self.layer.class_name == "Bidirectional":
-            inner = KERAS_CLASS_NAME[self.kind]
+            inner = plain_class_name(self.layer.cells[0].class_name)
             return f"{inner}({_brief(cells[0])}) merge_mode={self.wrapper['merge_mode']}"
         return _brief(self.settings)
 
@@ -64,13 +66,13 @@ class TwinPlan:
             cells = ", ".join(_call(f"{KERAS_CLASS_NAME[c.kind]}Cell", s) for c, s in zip(self.layer.cells, self.cell_settings))
             inner_cells = cells if len(self.cell_settings) == 1 else f"[{cells}]"
             return _call("RNN", self.settings, first=inner_cells)
-        return _call(KERAS_CLASS_NAME[self.kind], self.settings)
+        return _call(plain_class_name(self.layer.cells[0].class_name), self.settings)
 
     def build(self) -> Any:
         """A new twin with these settings and the converted weights."""
         layer = self.layer
         if layer.class_name == "Bidirectional":
-            layer_class = TWIN_CLASSES[self.kind]
+            layer_class = twin_class(layer.cells[0])
             forward = layer_class(**self.cell_settings[0])
             backward = layer_class(**self.cell_settings[1]) if self.wrapper.get("backward_layer") else None
             twin: Any = Bidirectional(
@@ -80,13 +82,23 @@ class TwinPlan:
             cells = [TWIN_CELL_CLASSES[c.kind](**s) for c, s in zip(layer.cells, self.cell_settings)]
             twin = RNN(cells[0] if len(cells) == 1 else cells, **self.settings)
         else:
-            twin = TWIN_CLASSES[self.kind](**self.settings)
+            twin = twin_class(layer.cells[0])(**self.settings)
         twin.set_weights(self.weights)
         return twin
 
 
 def _brief(settings: Mapping[str, Any], layer_only: bool = False) -> str:
-    parts = [] if layer_only else [f"units={settings.get('units')}"]
+    if layer_only:
+        parts = []
+    elif "filters" in settings:  # a ConvLSTM
+        parts = [f"filters={settings.get('filters')}", f"kernel_size={_sizes(settings.get('kernel_size'))}"]
+        for key, default in _CONV_DEFAULTS.items():
+            value = settings.get(key, default)
+            same = value == default or (isinstance(value, (list, tuple)) and all(v == default for v in value))
+            if not same:
+                parts.append(f"{key}={_sizes(value)}")
+    else:
+        parts = [f"units={settings.get('units')}"]
     if not layer_only:
         for key, default in (("activation", "tanh"), ("recurrent_activation", "sigmoid")):
             value = settings.get(key, default)
@@ -102,9 +114,19 @@ def _brief(settings: Mapping[str, Any], layer_only: bool = False) -> str:
     return " ".join(parts)
 
 
+def _sizes(value: Any) -> str:
+    """A ConvLSTM setting, briefly: a size per axis ``[3, 2]`` reads ``3x2``; anything else as it is."""
+    if isinstance(value, (list, tuple)):
+        return "x".join(str(v) for v in value)
+    return str(value)
+
+
 def _call(name: str, settings: Mapping[str, Any], first: str | None = None) -> str:
     shown = [first] if first else []
     shown += [f"{settings['units']}"] if "units" in settings else []
+    if "filters" in settings:  # a ConvLSTM: filters, kernel_size, then its convolution settings
+        shown += [f"{settings['filters']}", repr(tuple(settings["kernel_size"]))]
+        shown += [f"{key}={settings[key]!r}" for key in _CONV_DEFAULTS if key in settings]
     for key in ("activation", "recurrent_activation", "use_bias", "reset_after", *_RNN_KEYS, "dtype", "keras_version"):
         if key in settings and key not in ("unroll", "time_major"):
             value = settings[key]
@@ -116,9 +138,16 @@ def _call(name: str, settings: Mapping[str, Any], first: str | None = None) -> s
     return f"{name}({', '.join(shown)})"
 
 
-def _twin_keys(kind: str) -> set[str]:
-    """Every argument a twin layer of ``kind`` takes (its parameters and the training-only ones)."""
-    parameters = inspect.signature(TWIN_CLASSES[kind]).parameters
+def twin_class(cell: StoredCell) -> Any:
+    """The twin layer class of a stored cell: ``LSTM``, ``GRU``, ``SimpleRNN``, ``ConvLSTM1D/2D/3D``."""
+    if cell.is_conv:
+        return CONV_TWIN_BY_KERAS_NAME[cell.class_name]
+    return TWIN_CLASSES[cell.kind]
+
+
+def _twin_keys(cell: StoredCell) -> set[str]:
+    """Every argument the twin layer of ``cell`` takes (its parameters and the training-only ones)."""
+    parameters = inspect.signature(twin_class(cell)).parameters
     return {n for n, p in parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD} | set(TRAINING_ONLY_ARGS)
 
 
@@ -204,7 +233,7 @@ def accepted_keys(layer: StoredLayer) -> set[str]:
     ``merge_mode`` for a Bidirectional)."""
     accepted = {"dtype", "keras_version", "backend"}
     for cell in layer.cells:
-        accepted |= _twin_keys(cell.kind)
+        accepted |= _twin_keys(cell)
     if layer.class_name == "Bidirectional":
         accepted.add("merge_mode")
     return accepted
@@ -253,9 +282,10 @@ class _Given:
     where: str  # "" for a layer, "backward " or "cell 1: " for a part of one
 
     def weights_fix(self, settings: dict[str, Any], key: str, value: Any, why: str) -> None:
-        """Set ``key`` to what the weights say, refusing a given or stored value that differs."""
+        """Set ``key`` to what the weights say, refusing a given or stored value that differs
+        (a ConvLSTM's ``kernel_size`` compares as a tuple per axis: ``3`` is ``(3, 3)``)."""
         for source, given in (("config", self.user), ("the stored config", self.stored)):
-            if key in given and given[key] != value:
+            if key in given and _per_axis(given[key], value) != value:
                 raise ValueError(
                     f"{self.where}{key}={given[key]!r} (from {source}) contradicts the weights of {self.layer.name!r}: {why}"
                 )
@@ -276,7 +306,7 @@ def _layer_settings(
     cell_only: bool = False,
 ) -> dict[str, Any]:
     """The twin arguments for one cell (a whole layer unless ``cell_only``)."""
-    known = _twin_keys(cell.kind)
+    known = _twin_keys(cell)
     if cell_only:
         known -= {*_RNN_KEYS, "backend", "time_major"}
     settings: dict[str, Any] = {key: value for key, value in stored.items() if key in known}
@@ -285,9 +315,11 @@ def _layer_settings(
         notes.append(f"{where}stored settings no twin uses, ignored: {ignored}")
     given = _Given(layer, cell, stored, user, where)
     _fix_shapes(settings, given)
-    settings.update({k: v for k, v in user.items() if k not in ("units", "use_bias")})
+    settings.update({k: v for k, v in user.items() if k not in ("units", "use_bias", "filters", "kernel_size")})
     if cell.layout == "cudnn":
         _fix_cudnn(settings, given, notes)
+    elif cell.is_conv:
+        _fill_conv_defaults(settings, given, file, keras_version, notes)
     else:
         _fill_writer_defaults(settings, given, file, notes)
     for key in ("activation", "recurrent_activation"):
@@ -303,9 +335,31 @@ def _layer_settings(
     return settings
 
 
+def _per_axis(given: Any, value: Any) -> Any:
+    """``given`` in the form of ``value``: a size per axis (a tuple) when ``value`` is one."""
+    if not isinstance(value, tuple):
+        return given
+    if isinstance(given, int) and not isinstance(given, bool):
+        return (given,) * len(value)
+    if isinstance(given, (list, tuple)):
+        return tuple(given)
+    return given
+
+
 def _fix_shapes(settings: dict[str, Any], given: _Given) -> None:
-    """``units`` and ``use_bias`` from the arrays; a given ``input_dim`` must fit the kernel."""
+    """``units`` (a ConvLSTM's ``filters`` and ``kernel_size``) and ``use_bias`` from the arrays;
+    a given ``input_dim`` must fit the kernel."""
     cell, user = given.cell, given.user
+    if cell.is_conv:
+        given.weights_fix(
+            settings, "filters", cell.units, f"recurrent_kernel has shape {cell.shapes[1]}, so filters={cell.units}"
+        )
+        given.weights_fix(
+            settings, "kernel_size", cell.kernel_size, f"kernel has shape {cell.shapes[0]}, so kernel_size={cell.kernel_size}"
+        )
+        stores = f"a bias {cell.shapes[2]}" if cell.use_bias else "no bias"
+        given.weights_fix(settings, "use_bias", cell.use_bias, f"it stores {stores}")
+        return
     given.weights_fix(settings, "units", cell.units, f"recurrent_kernel has shape {cell.shapes[1]}, so units={cell.units}")
     if "input_dim" in user and user["input_dim"] != cell.input_dim:
         raise ValueError(
@@ -356,6 +410,29 @@ def _fill_writer_defaults(settings: dict[str, Any], given: _Given, file: Weights
     if cell.kind != "simple_rnn" and "recurrent_activation" not in settings:
         settings["recurrent_activation"] = writer.recurrent_activation
         notes.append(f"{where}recurrent_activation={writer.recurrent_activation!r}: not stored; the default of {writer.source}")
+    if "activation" not in settings:
+        settings["activation"] = "tanh"
+        if not given.stored:
+            notes.append(f"{where}activation='tanh': not stored; the Keras default")
+
+
+def _fill_conv_defaults(settings: dict[str, Any], given: _Given, file: WeightsFile, keras_version: int, notes: list[str]) -> None:
+    """A ConvLSTM's settings that neither the weights nor the config give: every Keras 2 made
+    its ConvLSTM layers with ``recurrent_activation='hard_sigmoid'``, Keras 3 with ``sigmoid``
+    (the Keras that wrote the file; the emulated one, ``keras_version``, when the file does not
+    say); strides, padding, data_format and dilation_rate have Keras's defaults."""
+    where, writer = given.where, file.writer
+    if "recurrent_activation" not in settings:
+        version = writer.keras_version if file.keras_release else keras_version
+        default = "hard_sigmoid" if version == 2 else "sigmoid"
+        settings["recurrent_activation"] = default
+        source = writer.source if file.keras_release else f"Keras {version} (the file records no version)"
+        notes.append(f"{where}recurrent_activation={default!r}: not stored; the ConvLSTM default of {source}")
+    missing = {key: value for key, value in _CONV_DEFAULTS.items() if key not in settings}
+    settings.update(missing)
+    if missing and not where:
+        shown = ", ".join(f"{key}={value!r}" for key, value in missing.items())
+        notes.append(f"{shown}: not stored; the Keras defaults (the weights do not show them; give yours if the layer set them)")
     if "activation" not in settings:
         settings["activation"] = "tanh"
         if not given.stored:

@@ -90,9 +90,29 @@ def _cells_of(twin: Any) -> list[Any]:
     return list(cell.cells) if isinstance(cell, StackedRNNCells) else [cell]
 
 
-def known_causes(twin: Any, old: Mapping[str, Any], new: Mapping[str, Any], initial_state: bool) -> list[str]:
+def _masked_layer_config(twin: Any) -> dict[str, Any]:
+    """``twin`` as a case config for the differences that depend on how masked steps are output."""
+    from rnnparity.bidirectional import Bidirectional
+
+    def one(layer: Any) -> dict[str, Any]:
+        return {
+            "kind": getattr(layer.cell, "kind", None),
+            "return_sequences": bool(getattr(layer, "return_sequences", False)),
+            "zero_output_for_mask": bool(getattr(layer, "zero_output_for_mask", False)),
+        }
+
+    if isinstance(twin, Bidirectional):
+        return {"kind": "bidirectional", "layers": [one(twin.forward_layer), one(twin.backward_layer)], "mask": "given"}
+    if hasattr(twin, "cell") and hasattr(twin, "return_sequences"):
+        return {**one(twin), "mask": "given"}
+    return {}
+
+
+def known_causes(
+    twin: Any, old: Mapping[str, Any], new: Mapping[str, Any], initial_state: bool, masked: bool = False
+) -> list[str]:
     """Ids of the known differences between environments ``old`` and ``new`` that apply to ``twin``
-    (``initial_state``: whether a call gave it one)."""
+    (``initial_state``: whether a call gave it one; ``masked``: whether a call gave it a mask)."""
     from rnnparity.suite.known_differences import explain
 
     stateful = bool(getattr(twin, "stateful", False))
@@ -107,6 +127,8 @@ def known_causes(twin: Any, old: Mapping[str, Any], new: Mapping[str, Any], init
             "dtype": cell.dtype.name,
         }
         ids.extend(d.id for d in explain(config, old, new) if d.id not in ids)
+    if masked and (layer_config := _masked_layer_config(twin)):
+        ids.extend(d.id for d in explain(layer_config, old, new) if d.id not in ids)
     return ids
 
 
@@ -159,7 +181,8 @@ def drift_hint(captures: Sequence[Any], handle: Any, path: str) -> str:
             found[name] = f"{name} (cannot exist there: {exc})"
             continue
         if not compare(capture.keras_result, predicted, check_container=False).ok:
-            causes = known_causes(capture.twin, old, new, capture.initial_state is not None) or ["unexplained"]
+            given_state, masked = capture.initial_state is not None, capture.mask is not None
+            causes = known_causes(capture.twin, old, new, given_state, masked) or ["unexplained"]
             found[name] = f"{name} ({', '.join(causes)})"
     drifting = [text for text in found.values() if text]
     if not drifting:

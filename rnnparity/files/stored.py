@@ -25,6 +25,8 @@ LAYOUTS = {
 }
 # Keras classes that hold layers rather than compute: a stored config nests layers in them.
 MODEL_CLASSES = ("Sequential", "Functional", "Model")
+# The kind of a stored ConvLSTM1D/2D/3D cell (its rank is its kernel's, StoredCell.rank).
+CONV_KIND = "conv_lstm"
 
 
 def plain_class_name(class_name: str) -> str:
@@ -102,14 +104,29 @@ def writer_defaults(keras_release: str | None, layout: str = "model") -> WriterD
 # --------------------------------------------------------------------------- stored arrays
 @dataclass(frozen=True)
 class StoredCell:
-    """One recurrent cell's arrays exactly as the file stores them."""
+    """One recurrent cell's arrays exactly as the file stores them. For a ConvLSTM (``kind``
+    ``"conv_lstm"``) ``units`` is its ``filters`` and ``input_dim`` its input channels."""
 
-    kind: str  # "lstm", "gru" or "simple_rnn"
+    kind: str  # "lstm", "gru", "simple_rnn" or "conv_lstm"
     layout: str  # "keras", or "cudnn" for CuDNNLSTM / CuDNNGRU weights
     units: int
     input_dim: int
     arrays: tuple[np.ndarray, ...]  # kernel, recurrent_kernel[, bias]
     paths: tuple[str, ...]  # where each array sits in the file
+
+    @property
+    def is_conv(self) -> bool:
+        return self.kind == CONV_KIND
+
+    @property
+    def rank(self) -> int:
+        """Spatial axes of a ConvLSTM's kernel (1, 2 or 3); 0 for the other cells."""
+        return self.arrays[0].ndim - 2 if self.is_conv else 0
+
+    @property
+    def kernel_size(self) -> tuple[int, ...]:
+        """A ConvLSTM's kernel_size, from its kernel's shape (empty for the other cells)."""
+        return tuple(int(k) for k in self.arrays[0].shape[:-2]) if self.is_conv else ()
 
     @property
     def use_bias(self) -> bool:
@@ -126,6 +143,8 @@ class StoredCell:
     def class_name(self) -> str:
         if self.layout == "cudnn":
             return "CuDNNLSTM" if self.kind == "lstm" else "CuDNNGRU"
+        if self.is_conv:
+            return f"ConvLSTM{self.rank}D"
         return KERAS_CLASS_NAME[self.kind]
 
     @property
@@ -149,7 +168,7 @@ class StoredLayer:
 
     name: str
     path: str  # the file group that holds its weights
-    class_name: str  # LSTM, GRU, SimpleRNN, CuDNNLSTM, CuDNNGRU, Bidirectional or RNN
+    class_name: str  # LSTM, GRU, SimpleRNN, ConvLSTM1D/2D/3D, CuDNNLSTM, CuDNNGRU, Bidirectional or RNN
     cells: list[StoredCell]  # Bidirectional: forward, backward; RNN: each cell of the stack
     saved_class: str | None = None  # the class in the stored model config (None: weights only)
     config: dict[str, Any] = field(default_factory=dict)  # the stored layer config

@@ -25,6 +25,10 @@ from rnnparity.layout import KERAS_CLASS_NAME
 from rnnparity.suite import keras_adapter
 from rnnparity.suite.known_differences import tolerance_for
 
+# The size of each spatial axis of a ConvLSTM layer's random inputs (a weights-only file
+# stores no input size).
+CONV_SPATIAL_SIZE = 5
+
 
 def check_file_weights(path: str, model: Any, rows: list[LayerResult]) -> None:
     """For each verified layer of an HDF5 model: the weights :mod:`rnnparity.files.hdf5` reads (and
@@ -185,18 +189,18 @@ def _verify_one(
         twin = plan.build()
     except (TypeError, ValueError) as exc:
         raise ModelFileError(f"layer {stored.name!r}: {exc}") from None
+    shape = random_input_shape(twin, stored, batch_size, timesteps)
     try:
-        keras_layer, how = keras_adapter.reference_layer(handle, plan, file)
+        keras_layer, how = keras_adapter.reference_layer(handle, plan, file, step_shape=shape[2:])
     except Exception as exc:  # Keras refused the layer or the weights
         row.status, row.detail = "skipped", f"Keras could not build or load it: {first_line(exc)}"
-        return row, [], (batch_size, timesteps, stored.input_dim)
+        return row, [], shape
     loaded = [keras_adapter.to_numpy(w) for w in keras_layer.get_weights()]
     difference = weights_difference(twin.get_weights(), loaded)
     row.file_weights = "DIFFER" if difference else "identical"
     if difference:
         row.status, row.detail = "MISMATCH", f"weights differ from those {how}: {difference}"
     dtype = np.dtype(plan.cell_settings[0]["dtype"])
-    shape = (batch_size, timesteps, stored.input_dim)
     inputs = rng.normal(0.0, 1.5, size=shape).astype(dtype)
     lengths = rng.integers(1, timesteps + 1, size=batch_size)
     lengths[0] = timesteps
@@ -221,6 +225,20 @@ def _verify_one(
     row.calls = 2
     row.max_abs, row.max_rel, row.tolerance_used = worst_abs, worst_rel, worst_used
     return row, captures, shape
+
+
+def random_input_shape(twin: Any, stored: StoredLayer, batch_size: int, timesteps: int) -> tuple[int, ...]:
+    """The random batch's shape: ``(batch, time, input_dim)``; for a ConvLSTM ``(batch, time,
+    *spatial, channels)`` (or channels first), each spatial axis ``CONV_SPATIAL_SIZE``, or
+    wider when the kernel's span needs it."""
+    if not stored.cells[0].is_conv:
+        return (batch_size, timesteps, stored.input_dim)
+    conv = getattr(twin, "forward_layer", twin).conv_cell
+    spatial = tuple(max(CONV_SPATIAL_SIZE, (k - 1) * d + 2) for k, d in zip(conv.kernel_size, conv.dilation_rate))
+    channels = stored.input_dim
+    if conv.data_format == "channels_first":
+        return (batch_size, timesteps, channels, *spatial)
+    return (batch_size, timesteps, *spatial, channels)
 
 
 def stored_type(stored: StoredLayer) -> str:

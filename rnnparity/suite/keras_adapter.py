@@ -178,24 +178,26 @@ def from_keras(layer: Any) -> Any:
 
     Accepts ``LSTM``, ``GRU``, ``SimpleRNN``, ``RNN`` around a supported cell,
     ``Bidirectional`` around any of those, and the cells ``LSTMCell``, ``GRUCell``,
-    ``SimpleRNNCell``, ``StackedRNNCells``; ``ConvLSTM1D/2D/3D`` and their ``ConvLSTMCell``
-    (not inside ``Bidirectional``); from Keras 3 or Keras 2 (``tf_keras``/
+    ``SimpleRNNCell``, ``StackedRNNCells``; ``ConvLSTM1D/2D/3D`` (on their own or inside
+    ``Bidirectional``) and their ``ConvLSTMCell``; from Keras 3 or Keras 2 (``tf_keras``/
     ``tf.keras``). The twin emulates the Keras it came from (``keras_version``), which
     decides the ``hard_sigmoid`` formula and the return types. A stateful layer's carried
     states are copied too. Anything else raises ``TypeError`` naming the class (and, inside
     a wrapper, where it sits).
     """
-    return _from_keras(layer, "")
+    return _from_keras(layer, "", "")
 
 
-def _from_keras(layer: Any, where: str) -> Any:
+def _from_keras(layer: Any, where: str, parent: str) -> Any:
+    """``parent``: the class of the wrapper ``layer`` sits in ("" at the top)."""
     class_name = type(layer).__name__
     inside = f" (in {where})" if where else ""
     if class_name not in SUPPORTED_CLASSES:
         raise TypeError(f"from_keras supports {list(SUPPORTED_CLASSES)}; got {type(layer).__module__}.{class_name}{inside}")
-    if where and class_name in CONV_TWIN_BY_KERAS_NAME:
+    conv = class_name in CONV_TWIN_BY_KERAS_NAME or class_name == "ConvLSTMCell"
+    if conv and parent not in ("", "Bidirectional"):
         raise TypeError(
-            f"from_keras supports ConvLSTM1D/2D/3D on their own, not inside a wrapper yet; "
+            f"from_keras supports ConvLSTM1D/2D/3D on their own or inside Bidirectional, not inside {parent}; "
             f"got {type(layer).__module__}.{class_name}{inside}"
         )
     keras_version = keras_version_of(layer)
@@ -205,16 +207,16 @@ def _from_keras(layer: Any, where: str) -> Any:
         )
     here = f"{where} > {class_name} {layer.name!r}" if where else f"{class_name} {layer.name!r}"
     if class_name == "Bidirectional":
-        forward = _from_keras(layer.forward_layer, here)
-        backward = _from_keras(layer.backward_layer, here)
+        forward = _from_keras(layer.forward_layer, here, class_name)
+        backward = _from_keras(layer.backward_layer, here, class_name)
         twin = Bidirectional(forward, merge_mode=layer.merge_mode, backward_layer=backward, dtype=_dtype_of(layer))
         # The wrapper starts from a fresh copy of ``forward``; carry Keras's states over.
         _copy_carried_states(layer.forward_layer, twin.forward_layer)
         return twin
     if class_name == "StackedRNNCells":
-        return StackedRNNCells([_from_keras(cell, here) for cell in layer.cells])
+        return StackedRNNCells([_from_keras(cell, here, class_name) for cell in layer.cells])
     if class_name == "RNN":
-        cell = _from_keras(layer.cell, here)
+        cell = _from_keras(layer.cell, here, class_name)
         config = dict(layer.get_config())
         for key in ("cell", "dtype", "name", "trainable"):
             config.pop(key, None)
@@ -555,10 +557,17 @@ def load_model_from_config(handle: KerasHandle, path: str, config: dict[str, Any
     return model
 
 
+_CONV_KEYS = ["filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate"]
+
+
 def _plain_keras_config(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
     """The Keras arguments of a twin's settings that change what a layer computes."""
     keys = ["units", "activation", "use_bias", "return_sequences", "return_state", "go_backwards", "name"]
-    keys += {"lstm": ["recurrent_activation", "unit_forget_bias"], "gru": ["recurrent_activation", "reset_after"]}.get(kind, [])
+    keys += {
+        "lstm": ["recurrent_activation", "unit_forget_bias"],
+        "gru": ["recurrent_activation", "reset_after"],
+        "conv_lstm": [*_CONV_KEYS, "recurrent_activation", "unit_forget_bias"],
+    }.get(kind, [])
     config = {key: settings[key] for key in keys if key in settings}
     for key in ("activation", "recurrent_activation"):
         if key in config and not isinstance(config[key], str):
@@ -569,17 +578,21 @@ def _plain_keras_config(kind: str, settings: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def reference_layer(handle: KerasHandle, plan: Any, file: Any) -> tuple[Any, str]:
+def reference_layer(handle: KerasHandle, plan: Any, file: Any, step_shape: tuple[int, ...] | None = None) -> tuple[Any, str]:
     """A built Keras layer configured as the twin of ``plan`` (a rnnparity.files.legacy.TwinPlan) with
-    the weights of ``file`` loaded the way that Keras loads them, and how they were loaded."""
+    the weights of ``file`` loaded the way that Keras loads them, and how they were loaded.
+    ``step_shape`` is the shape of one timestep of the inputs (default ``(input_dim,)``; a
+    ConvLSTM needs its spatial axes too)."""
     k = handle.module
     layer_info = plan.layer
     name = layer_info.path.split("/")[-1] if file.layout == "weights" else layer_info.name.replace("/", "_")
+    first = layer_info.cells[0]
+    class_name = first.class_name if first.kind == "conv_lstm" else KERAS_CLASS_NAME[plan.kind]
     if layer_info.class_name == "Bidirectional":
-        forward = getattr(k.layers, KERAS_CLASS_NAME[plan.kind])(**_plain_keras_config(plan.kind, plan.cell_settings[0]))
+        forward = getattr(k.layers, class_name)(**_plain_keras_config(plan.kind, plan.cell_settings[0]))
         backward = None
         if plan.wrapper.get("backward_layer"):
-            backward = getattr(k.layers, KERAS_CLASS_NAME[plan.kind])(**_plain_keras_config(plan.kind, plan.cell_settings[1]))
+            backward = getattr(k.layers, class_name)(**_plain_keras_config(plan.kind, plan.cell_settings[1]))
         layer = k.layers.Bidirectional(forward, merge_mode=plan.wrapper["merge_mode"], backward_layer=backward, name=name)
     elif layer_info.class_name == "RNN":
         cells = []
@@ -593,9 +606,9 @@ def reference_layer(handle: KerasHandle, plan: Any, file: Any) -> tuple[Any, str
     else:
         config = _plain_keras_config(plan.kind, plan.settings)
         config["name"] = name
-        layer = getattr(k.layers, KERAS_CLASS_NAME[plan.kind])(**config)
+        layer = getattr(k.layers, class_name)(**config)
     dtype = plan.cell_settings[0]["dtype"]
-    inputs = k.Input((None, layer_info.input_dim), dtype=dtype)
+    inputs = k.Input((None, *(step_shape or (layer_info.input_dim,))), dtype=dtype)
     model = k.Model(inputs, layer(inputs))
     stored = [array for cell in layer_info.cells for array in cell.arrays]
     if handle.keras_version == 2 and file.layout == "weights" and layer_info.path == layer_info.name:

@@ -27,6 +27,21 @@ def _uses(config: CaseConfig, name: str) -> bool:
     return config.get("activation") == name or (gated and config.get("recurrent_activation") == name)
 
 
+def _conv_lstm_masked_sequences(config: CaseConfig) -> bool:
+    """A ConvLSTM returning sequences with a mask, whose masked outputs are zeroed in Keras 3."""
+    if config.get("mask", "none") in ("none", None, False):
+        return False
+    inner = config.get("layers")
+    layers = [layer for layer in inner if isinstance(layer, Mapping)] if isinstance(inner, list) else [config]
+    wrapped = config.get("kind") == "bidirectional"
+    return any(
+        str(layer.get("kind", "")).startswith("conv_lstm")
+        and bool(layer.get("return_sequences", config.get("return_sequences")))
+        and (wrapped or bool(layer.get("zero_output_for_mask")))
+        for layer in layers
+    )
+
+
 def _keras_versions_differ(old: Environment, new: Environment) -> bool:
     return old.get("keras_major") != new.get("keras_major")
 
@@ -133,6 +148,18 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
         "tests/test_backends.py requires the difference to persist.",
         matches_case=lambda config: config.get("dtype") == "float64",
         applies_between=lambda old, new: (old.get("keras_backend") == "numpy") != (new.get("keras_backend") == "numpy"),
+    ),
+    KnownDifference(
+        id="keras2-conv-lstm-masked-output",
+        applies_to="Bidirectional(ConvLSTM1D/2D/3D) with return_sequences=True (or a ConvLSTM with "
+        "zero_output_for_mask=True) called with a mask",
+        versions="tf_keras (Keras 2) vs Keras 3",
+        reason="Bidirectional sets its layers' zero_output_for_mask to return_sequences, so Keras 3 outputs zeros at "
+        "masked steps; tf_keras's convolutional RNN never passes zero_output_for_mask to its loop and repeats the last "
+        "unmasked output there.",
+        handling="the ConvLSTM twin follows its keras_version: zero_output_for_mask acts in Keras 3 only.",
+        matches_case=lambda config: _conv_lstm_masked_sequences(config),
+        applies_between=_keras_versions_differ,
     ),
     KnownDifference(
         id="onednn-softmax-non-finite",
