@@ -8,6 +8,8 @@ Weights and inputs are seeded random draws (never constant)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 from typing import Any
@@ -75,6 +77,7 @@ def probe_stacked_bare_state() -> dict[str, object]:
     last cell at every masked step gives (built from the twin's own outputs)."""
     import keras
 
+    from rnnparity.cli import main
     from rnnparity.compare import compare
     from rnnparity.suite import keras_adapter, parity, wrapper_matrix
 
@@ -99,6 +102,11 @@ def probe_stacked_bare_state() -> dict[str, object]:
         for against, value in (("twin", expected), ("row_0", row_0)):
             comparison = compare(result, value, dtype="float32")  # numpy's float64 is float32-accurate
             found[f"{name}-vs-{against}"] = {"ok": comparison.ok, "max_abs": comparison.max_abs}
+    # What `rnnparity check` says about the case on this backend.
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["check", "--keras", "keras3", "--family", "wrapper", "-k", STACKED_BARE_CASE])
+    found["check"] = {"exit_code": code, "output": output.getvalue()}
     return found
 
 
