@@ -126,7 +126,7 @@ def test_numpy_float64_leak_persists() -> None:
 def test_quick_float64_cases_at_the_float64_tolerance(backend: str) -> None:
     """Every float64 case of the quick matrix (layers and wrappers) on ``backend``, compared at
     the float64 tolerance: where tolerance_for does not widen, parity must hold there; where it
-    widens, Keras must still miss it in most cases (a few hold no value float32 rounds)."""
+    widens, Keras must still miss it in most cases (a few agree exactly: a last output a masked step fixes)."""
     found = _probe(backend, "quick-float64")
     cases = {name: result for name, result in found.items() if name != "backend"}
     assert len(cases) > 50

@@ -69,7 +69,7 @@ def _scan_loop(env: Environment) -> bool:
 
 def _stack_with_bare_outer_state(config: CaseConfig) -> bool:
     """A masked RNN(StackedRNNCells) given an initial state whose first or last item is a bare
-    array (a one-state cell's state given without its list), what keras3-scan-stacked-bare-state reads."""
+    array (a one-state cell's state given without its list): the cases of keras3-scan-stacked-bare-state."""
     cells = config.get("layers")
     if config.get("kind") != "stacked" or not isinstance(cells, list) or not cells:
         return False
@@ -159,8 +159,8 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
         reason="The numpy backend has no LSTM/GRU loop of its own, so every layer steps the Keras cells, whose "
         "keras.ops.matmul casts float64 operands to keras.backend.result_type(float64, float64), float32 on every "
         "backend but TensorFlow (as torch-float64-partly-float32). Measured errors 6e-9 to 5.6e-7 against an exact "
-        "float64 computation (86 of the 90 quick float64 cases, 2026-12-02; the other 4 hold no value float32 "
-        "rounds); LSTM and SimpleRNN results hold float32 values only. A Keras bug, reported here as data.",
+        "float64 computation (86 of the 90 quick float64 cases, 2026-12-02; the other 4, last outputs of masked "
+        "cases, agree exactly); LSTM and SimpleRNN results hold float32 values only. A Keras bug, reported here as data.",
         handling="the parity suite compares float64 on the numpy backend at the float32 tolerances (tolerance_for); "
         "tests/test_backends.py requires the difference to persist.",
         matches_case=lambda config: config.get("dtype") == "float64",
