@@ -32,7 +32,10 @@ A stateful layer reads and advances its carried states exactly as the call
 ``grads["states"]`` is the gradient w.r.t. the carried states the call started from, zeros
 when the call used ``initial_state`` instead; when Keras 2 ignores a given ``initial_state``
 (carried states non-zero), ``grads["initial_state"]`` is zeros. Gradients are in the layer's
-dtype. Only the TensorFlow backends' conventions are emulated (``backend="jax"`` is refused).
+dtype, but for a ``Bidirectional`` whose dtype differs from its layers': Keras casts the
+inputs (Keras 3: and the initial states) to the wrapper's dtype, so their gradients are
+rounded to it and, as ``tf.GradientTape`` gives them, in the dtype of the NumPy arrays given.
+Only the TensorFlow backends' conventions are emulated (``backend="jax"`` is refused).
 
 Memory. The forward pass keeps per timestep only what the backward pass reads, in buffers
 allocated for all ``T`` steps: the gates' pre-activations and the ``h`` each step started
@@ -237,6 +240,7 @@ def _bidirectional_gradients(
     forward_layer, backward_layer = wrapper.forward_layer, wrapper.backward_layer
     # Keras casts the inputs (Keras 3: and initial states) to the wrapper's dtype when it differs.
     cast_to_wrapper = wrapper.dtype != forward_layer.dtype
+    given_inputs, given_states = inputs, initial_state
     if cast_to_wrapper:
         inputs = as_float_array(inputs, wrapper.dtype, "inputs")
         if initial_state is not None and wrapper.keras_version == 3:
@@ -270,13 +274,15 @@ def _bidirectional_gradients(
 
     d_inputs = d_inputs_f + d_inputs_b.astype(d_inputs_f.dtype, copy=False)
     if cast_to_wrapper:
-        d_inputs = d_inputs.astype(wrapper.dtype)
+        d_inputs = _through_cast(d_inputs, given_inputs, wrapper.dtype)
     result: dict[str, Any] = {"inputs": d_inputs, "initial_state": None}
     states_f = _state_grads(run_f, d_initial_f, forward_state is not None)
     states_b = _state_grads(run_b, d_initial_b, backward_state is not None)
     if initial_state is not None:
         both = [*_as_list(states_f["initial_state"]), *_as_list(states_b["initial_state"])]
-        result["initial_state"] = cast_nested(both, wrapper.dtype) if cast_to_wrapper and wrapper.keras_version == 3 else both
+        if cast_to_wrapper and wrapper.keras_version == 3:
+            both = _through_cast(both, given_states, wrapper.dtype)
+        result["initial_state"] = both
     if wrapper.stateful:
         result["states"] = [*states_f["states"], *states_b["states"]]
     result["weights"] = [*run_f.tape.weight_grads(), *run_b.tape.weight_grads()]
@@ -330,6 +336,20 @@ def _unmerge(
 
 def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _through_cast(gradient: Any, given: Any, cast_dtype: np.dtype) -> Any:
+    """The gradient of what the caller gave (``given``: an array, or nested lists of them) when
+    Keras cast it to ``cast_dtype`` before the layers cast it on to theirs: rounded to
+    ``cast_dtype`` (the gradient of the second cast), then in the dtype of the array given
+    when that is a floating NumPy array (``tf.GradientTape`` returns a source's gradient in
+    the source's dtype), else left in ``cast_dtype``."""
+    if isinstance(gradient, (list, tuple)):
+        return [_through_cast(g, x, cast_dtype) for g, x in zip(gradient, given)]
+    rounded = gradient.astype(cast_dtype)
+    if isinstance(given, np.ndarray) and given.dtype.kind == "f":
+        return rounded.astype(given.dtype, copy=False)
+    return rounded
 
 
 # ============================================================================ public

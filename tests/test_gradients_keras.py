@@ -239,15 +239,26 @@ def test_bidirectional_gradients_match_keras(
     _assert_gradients(expected, actual, dtype, f"{flavor} Bidirectional {_bidirectional_id((variant, merge_mode, returns))}")
 
 
-@pytest.mark.parametrize("flavor", _all([()], ["mixed-dtypes"]))
-def test_bidirectional_gradients_with_a_wrapper_dtype_of_its_own(flavor: str) -> None:
-    """A float32 wrapper around float64 layers: the casts Keras inserts are differentiated too."""
+# The dtypes a caller gives the inputs and the initial states of a float32 Bidirectional around
+# float64 LSTMs (tf_keras refuses initial states in another dtype than its layers').
+MIXED_GIVEN = [("float32", "float64"), ("float64", "float64")]
+
+
+@pytest.mark.parametrize(
+    ("flavor", "inputs_dtype", "states_dtype"),
+    _all(MIXED_GIVEN, [f"mixed-dtypes-inputs-{x}-states-{s}" for x, s in MIXED_GIVEN]),
+)
+def test_bidirectional_gradients_with_a_wrapper_dtype_of_its_own(flavor: str, inputs_dtype: str, states_dtype: str) -> None:
+    """A float32 wrapper around float64 layers: the casts Keras inserts are differentiated too,
+    and every gradient has Keras's dtype: the weights' the layers' float64; the inputs' (and in
+    Keras 3, whose wrapper casts them too, the initial states') rounded to float32 and in the
+    dtype the caller gave (``tf.GradientTape`` returns a source's gradient in its own dtype)."""
     handle = keras_handle(flavor)
     rng = _rng("bidirectional-mixed-grads")
     options = {"units": 3, "return_sequences": True, "return_state": True, "dtype": "float64"}
     weights = random_weights(rng, "lstm", 3, 2, dtype="float64") + random_weights(rng, "lstm", 3, 2, dtype="float64")
-    x = rng.normal(0.0, 1.5, (2, 5, 2)).astype(np.float32)
-    initial_state = random_states(rng, "lstm", 2, 3, "float64") + random_states(rng, "lstm", 2, 3, "float64")
+    x = rng.normal(0.0, 1.5, (2, 5, 2)).astype(inputs_dtype)
+    initial_state = random_states(rng, "lstm", 2, 3, states_dtype) + random_states(rng, "lstm", 2, 3, states_dtype)
     keras_layer = handle.module.layers.Bidirectional(handle.module.layers.LSTM(**options), merge_mode="mul")
     keras_layer.build((2, 5, 2))
     keras_layer.set_weights(weights)
@@ -255,18 +266,13 @@ def test_bidirectional_gradients_with_a_wrapper_dtype_of_its_own(flavor: str) ->
     output_grads = _output_grads(rng, twin(x, initial_state=initial_state))
     expected = keras_adapter.keras_gradients(handle, keras_layer, x, output_grads, initial_state)
     actual = rnnparity.gradients(twin, x, output_grads, initial_state=initial_state)
-    # Keras 3 returns the initial_state gradient in the dtype the caller gave (float64), the twin
-    # in the wrapper's (float32): a known dtype difference of rnnparity.gradients, open; the
-    # values are compared, and every other gradient's dtype too.
-    others = [{key: value for key, value in grads.items() if key != "initial_state"} for grads in (expected, actual)]
-    _assert_gradients(*others, "float32", f"{flavor} mixed dtypes")
-    _assert_gradients(
-        {"initial_state": expected["initial_state"]},
-        {"initial_state": actual["initial_state"]},
-        "float32",
-        f"{flavor} mixed dtypes",
-        check_dtype=False,
-    )
+    _assert_gradients(expected, actual, "float32", f"{flavor} mixed dtypes, inputs {inputs_dtype}, states {states_dtype}")
+    assert actual["inputs"].dtype == np.dtype(inputs_dtype)
+    assert {g.dtype for g in actual["initial_state"]} == {np.dtype(states_dtype)}
+    assert {g.dtype for g in actual["weights"]} == {np.dtype("float64")}
+    # Through the wrapper's float32: float32 values only, as Keras's (Keras 2 does not cast the states).
+    through_float32 = [actual["inputs"], *(actual["initial_state"] if handle.keras_version == 3 else [])]
+    assert all(np.array_equal(g, g.astype(np.float32)) for g in through_float32)
 
 
 class _CarriedStatesOf:

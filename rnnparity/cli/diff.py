@@ -104,7 +104,7 @@ def _environment_line(label: str, path: str, data: Mapping[str, Any]) -> str:
 def absence_reason(config: Mapping[str, Any], case_id: str, other: Mapping[str, Any], other_label: str) -> str:
     """Why a configuration recorded in one report is missing from ``other`` (the other report)."""
     from rnnparity.activations import activations_for
-    from rnnparity.suite.known_differences import expected_keras_failure
+    from rnnparity.suite.known_differences import expected_keras_difference, expected_keras_failure
 
     env = other.get("environment", {})
     given = other.get("options")
@@ -121,6 +121,12 @@ def absence_reason(config: Mapping[str, Any], case_id: str, other: Mapping[str, 
     failure = expected_keras_failure(config, env)
     if failure is not None:
         return f"Keras in the {other_label} report fails on it (known Keras failure {failure.id}), so check did not run it"
+    wrong = expected_keras_difference(config, env)
+    if wrong is not None:
+        return (
+            f"Keras in the {other_label} report may compute other numbers there (known Keras difference {wrong.id}), "
+            "so check did not record it"
+        )
     select = options.get("select")
     if isinstance(select, str) and select not in case_id:
         return f"the {other_label} report was written with -k {select!r}"

@@ -292,7 +292,7 @@ def run_wrapper_case(
         resolve=lambda options: keras_adapter.twin_activations(options, handle.backend),
     )
     layer = keras_wrapper_layer(case, handle, data.weights)
-    rtol, atol = tolerance_for(case.dtype, handle.backend)
+    rtol, atol = tolerance_for(case.dtype, handle.backend, case.to_dict())
     (call,) = data.calls
     expected = keras_adapter.call_layer(handle, layer, call.inputs, call.initial_state, call.mask)
     actual = twin(call.inputs, initial_state=call.initial_state, mask=call.mask)
