@@ -87,7 +87,12 @@ def projection_chunk(timesteps: int, batch: int, width: int, itemsize: int) -> i
 
 
 def step_macs(cell: RecurrentCell, batch: int) -> int:
-    """Multiply-adds of one step's recurrent matmul (what decides the BLAS threads, see :mod:`rnnparity.threads`)."""
+    """Multiply-adds of one step's recurrent matmul (what decides the BLAS threads, see :mod:`rnnparity.threads`).
+    A cell whose recurrent product is no dense matmul (ConvLSTM: a convolution) counts its
+    own with ``recurrent_macs(batch)``."""
+    own = getattr(cell, "recurrent_macs", None)
+    if own is not None:
+        return int(own(batch))
     return batch * cell.projection_width * cell.output_size
 
 
