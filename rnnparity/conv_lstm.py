@@ -44,9 +44,11 @@ from Keras's layout once per call.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import numbers
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -79,6 +81,37 @@ _ELEMENTWISE = {
 }
 
 KERAS_DEFAULT = "keras_default"  # recurrent_activation: sigmoid in Keras 3, hard_sigmoid in Keras 2
+
+
+class Scratch:
+    """Arrays that the calls of one ConvLSTM layer reuse from call to call, lent to one call
+    at a time. Fresh memory costs a page fault per page when first written, and a call of a
+    twin that allocated its large work arrays anew each time paid thousands of them; the
+    buffers kept here (the recurrent convolution's columns and products, the input
+    convolution's, the projected inputs of a chunk of timesteps) are written over instead.
+    A copy of a layer (``copy.deepcopy``, pickling) starts with an empty one."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def lend(self) -> Iterator[dict[str, Any]]:
+        """The kept arrays, for one call; a call made while another has them (another Python
+        thread) gets an empty dict of its own, so that no two calls share a buffer."""
+        if not self._lock.acquire(blocking=False):
+            yield {}
+            return
+        try:
+            yield self.arrays
+        finally:
+            self._lock.release()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Scratch:
+        return Scratch()
+
+    def __reduce__(self) -> tuple[type[Scratch], tuple[()]]:
+        return (Scratch, ())
 
 
 def _check_tuple(value: Any, rank: int, argument: str) -> tuple[int, ...]:
@@ -151,9 +184,11 @@ class ConvLSTMCell(Cell):
             )
         self.unit_forget_bias: bool = check_bool(unit_forget_bias, "unit_forget_bias")
         self.geometry: Geometry | None = None  # set on the per-call copies made by bind()
-        # Buffers the steps of one call reuse, kept by the bound copy made for the call.
-        self._same_columns: SameColumns | None = None
-        self._products: np.ndarray | None = None
+        self.scratch: Scratch = Scratch()  # lent to the layer's calls (shared by the bound copies)
+        # The work arrays of one call, kept by the bound copy made for the call (bind()):
+        # its own, or the layer's Scratch.arrays while the layer's call has them lent.
+        self._arrays: dict[str, Any] = {}
+        self._reuse_projection: bool = False  # only the layer's own time loop lets the projection reuse a buffer
 
     # ------------------------------------------------------------------ description
     def describe(self) -> str:
@@ -244,7 +279,7 @@ class ConvLSTMCell(Cell):
         recurrent_pads = tuple(same_padding(s, k, 1, 1) for s, k in zip(out, self.kernel_size))
         bound = copy.copy(self)
         bound.geometry = Geometry(tuple(spatial_in), out, input_pads, recurrent_pads)
-        bound._same_columns, bound._products = None, None
+        bound._arrays, bound._reuse_projection = {}, False
         return bound
 
     def _geometry(self) -> Geometry:
@@ -336,9 +371,11 @@ class ConvLSTMCell(Cell):
         view = windows(images, self.kernel_size, self.strides, self.dilation_rate)  # (n, C, *K, *out)
         count, positions = images.shape[0], math.prod(geometry.spatial_out)
         rows, width = self._kernel_gates.shape[1], self._kernel_gates.shape[0]
-        projected = np.empty((count, width, positions), dtype=self._kernel_gates.dtype)
+        dtype = self._kernel_gates.dtype
+        shape = (count, width, positions)
+        projected = self._buffer("projected", shape, dtype) if self._reuse_projection else np.empty(shape, dtype)
         block = images_per_block((rows + width) * positions * projected.itemsize, count, CACHE_BLOCK_BYTES)
-        columns = np.empty((block, rows, positions), dtype=projected.dtype)
+        columns = self._buffer("input_columns", (block, rows, positions), dtype)
         for start in range(0, count, block):
             stop = min(count, start + block)
             part, out = columns[: stop - start], projected[start:stop]
@@ -348,6 +385,15 @@ class ConvLSTMCell(Cell):
                 out += self._input_bias_gates
         gates = len(self.step_order)
         return np.moveaxis(projected.reshape(*leading, gates, -1), -2, 0)
+
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """An uninitialized array of ``shape``, the start of a buffer kept under ``name`` in
+        this call's work arrays (grown when too small)."""
+        size = math.prod(shape)
+        flat = self._arrays.get(name)
+        if not isinstance(flat, np.ndarray) or flat.dtype != dtype or flat.size < size:
+            flat = self._arrays[name] = np.empty(size, dtype)
+        return flat[:size].reshape(shape)
 
     def _recurrent_blocks(self, h_tm1: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
         """``conv(h_tm1, recurrent_kernel)`` (stride 1, ``same``) of rows ``(batch, F * prod(S_out))``,
@@ -363,11 +409,11 @@ class ConvLSTMCell(Cell):
         width, rows = self._recurrent_gates.shape
         positions = math.prod(geometry.spatial_out)
         block = images_per_block((rows + width) * positions * h_tm1.itemsize, batch, CACHE_BLOCK_BYTES)
-        same, products = self._same_columns, self._products
-        if same is None or products is None or same.block != block or products.dtype != h_tm1.dtype:
-            same = SameColumns(block, self.filters, geometry.spatial_out, self.kernel_size, geometry.recurrent_pads, h_tm1.dtype)
-            products = np.empty((block, width, positions), dtype=h_tm1.dtype)
-            self._same_columns, self._products = same, products
+        key = (block, self.filters, geometry.spatial_out, self.kernel_size, geometry.recurrent_pads, h_tm1.dtype)
+        same = self._arrays.get("recurrent_columns")
+        if not isinstance(same, SameColumns) or same.key != key:
+            same = self._arrays["recurrent_columns"] = SameColumns(*key)
+        products = self._buffer("recurrent_products", (block, width, positions), h_tm1.dtype)
         gates = len(self.step_order)
         for start in range(0, batch, block):
             stop = min(batch, start + block)
@@ -664,7 +710,8 @@ class ConvLSTM(RecurrentLayer):
         # Allocated batch-major, as returned; the loop writes each step through a time-major view,
         # so the result needs one layout copy (channels_last) or none (channels_first).
         outputs = np.empty((batch, timesteps, bound.output_size), dtype=self.dtype) if self.return_sequences else None
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"), self.conv_cell.scratch.lend() as arrays:
+            bound._arrays, bound._reuse_projection = arrays, True
             last_output, final_states = run_time_loop(
                 bound,
                 time_rows,

@@ -75,7 +75,7 @@ class SameColumns:
     ) -> None:
         ones = (1,) * len(kernel_size)
         self.block = block
-        self.image_shape = (channels, *spatial)
+        self.key = (block, channels, tuple(spatial), tuple(kernel_size), tuple(pads), np.dtype(dtype))
         self.padded = np.zeros((block, channels, *(s + a + b for s, (a, b) in zip(spatial, pads))), dtype)
         self.interior = self.padded[(slice(None), slice(None), *(slice(a, a + s) for s, (a, _) in zip(spatial, pads)))]
         self.columns = np.empty((block, channels * math.prod(kernel_size), math.prod(spatial)), dtype)

@@ -10,7 +10,11 @@ within the dtype's tolerance (rnnparity.compare). Keras parity is test_conv_lstm
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -18,7 +22,7 @@ import numpy as np
 import pytest
 from conv_lstm_cases import ConvCase, conditioning, describe, draw_case, make_data, twin_outputs
 
-from rnnparity import conv_lstm
+from rnnparity import conv_lstm, rnn
 from rnnparity.compare import assert_parity
 from rnnparity.convolution import SameColumns, im2col
 
@@ -252,3 +256,67 @@ def test_several_blocks_at_the_default_size(dtype: str) -> None:
     per_image = (rows + width) * 24 * 24 * np.dtype(dtype).itemsize
     assert 1 < conv_lstm.CACHE_BLOCK_BYTES // per_image < case.batch, "the case no longer needs several blocks"
     _check(case)
+
+
+def _layer_and_inputs(rank: int, dtype: str, seed: int, size: int = 9) -> tuple[Any, list[np.ndarray]]:
+    """A ConvLSTM layer of ``rank`` and inputs of several batch sizes, lengths and frame sizes."""
+    case = replace(draw_case(rank, 3, dtype, seed), padding="same", kernel_size=(3,) * rank, return_sequences=True)
+    data = make_data(case)
+    layer = case.twin()
+    layer.set_weights(data.weights)
+    rng = np.random.default_rng([seed, 17])
+    shapes = [(3, 4, (size,) * rank), (1, 2, (size,) * rank), (2, 5, (size - 3,) * rank), (3, 4, (size,) * rank)]
+    inputs = [rng.standard_normal((b, t, *s, case.channels)).astype(dtype) for b, t, s in shapes]
+    return layer, inputs
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_calls_reusing_the_layer_buffers_equal_calls_of_fresh_layers(rank: int) -> None:
+    """One layer called on inputs of changing batch, length and frame size (its kept buffers
+    reused, grown, rebuilt) returns, call after call, the bits of a fresh copy of the layer."""
+    layer, inputs = _layer_and_inputs(rank, "float64", rank)
+    for x in inputs:
+        fresh = copy.deepcopy(layer)
+        assert not fresh.conv_cell.scratch.arrays, "a copy of a layer must start without buffers"
+        np.testing.assert_array_equal(layer(x), fresh(x))
+    assert layer.conv_cell.scratch.arrays, "the layer kept no buffers between calls"
+
+
+def test_concurrent_calls_of_one_layer_do_not_share_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two threads call one layer in lockstep (a barrier before every step, after both have
+    projected their inputs): each gets its own result."""
+    layer, inputs = _layer_and_inputs(2, "float32", 4, size=12)
+    pair = [inputs[0], inputs[3][::-1].copy()]  # the same shape, different values
+    expected = [layer(x) for x in pair]
+    barrier = threading.Barrier(2, timeout=60)
+    step = conv_lstm.ConvLSTMCell.recurrent_step
+
+    def in_lockstep(self: Any, *args: Any, **kwargs: Any) -> Any:
+        barrier.wait()
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(conv_lstm.ConvLSTMCell, "recurrent_step", in_lockstep)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(layer, pair))
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_pickled_layer_starts_with_empty_buffers() -> None:
+    layer, inputs = _layer_and_inputs(1, "float32", 6)
+    expected = layer(inputs[0])
+    restored = pickle.loads(pickle.dumps(layer))
+    assert not restored.conv_cell.scratch.arrays
+    np.testing.assert_array_equal(restored(inputs[0]), expected)
+
+
+def test_step_macs_count_the_recurrent_convolution() -> None:
+    """The BLAS thread choice (rnn.step_macs) sees the multiply-adds one step's recurrent
+    convolution does: one (4F, F * prod(K)) by (F * prod(K), prod(S_out)) matmul per batch row."""
+    case = replace(draw_case(2, 3, "float32", 0), padding="valid", spatial=(9, 7), kernel_size=(3, 2), filters=4)
+    layer = case.twin()
+    layer.set_weights(make_data(case).weights)
+    bound = layer.conv_cell.bind(case.spatial)
+    width, depth = bound._recurrent_gates.shape
+    positions = math.prod(bound.geometry.spatial_out)
+    assert rnn.step_macs(bound, 5) == 5 * width * depth * positions
