@@ -143,6 +143,10 @@ class ConvLSTMCell(Cell):
     kind = "conv_lstm"
     n_states = 2
     step_order = STEP_ORDER
+    # The time loop projects the inputs of at most this many bytes' worth of timesteps at a
+    # time (at least one), into a buffer the layer keeps between calls (Scratch): measured,
+    # one 2 MiB step at a time costs no more than 16 MiB chunks, and keeps 8x less memory.
+    projection_chunk_bytes: ClassVar[int] = 2**21
 
     def __init__(
         self,
