@@ -34,7 +34,7 @@ the recurrent convolution and the gates. Both convolutions go a block of images 
 (:data:`CACHE_BLOCK_BYTES`): a block's columns are copied into a buffer, multiplied, and
 its products added to (the bias, ``x_proj``) while they are still in cache; the recurrent
 convolution's buffers, a zero-bordered copy of ``h`` whose border is never written and the
-columns, are made once per call. Inside the loop a state is one row per batch
+columns, are made once and kept by the layer between calls (:class:`Scratch`). Inside the loop a state is one row per batch
 entry, ``(batch, F * prod(S_out))`` in ``channels_first`` order (so im2col copies along
 contiguous rows and the matmul ``(4F, C * prod(K)) @ (C * prod(K), prod(S_out))`` gives
 gate-major blocks without a transpose), so the shared time loop
@@ -86,7 +86,7 @@ KERAS_DEFAULT = "keras_default"  # recurrent_activation: sigmoid in Keras 3, har
 class Scratch:
     """Arrays that the calls of one ConvLSTM layer reuse from call to call, lent to one call
     at a time. Fresh memory costs a page fault per page when first written, and a call of a
-    twin that allocated its large work arrays anew each time paid thousands of them; the
+    twin that allocated its large work arrays anew each time paid hundreds to thousands; the
     buffers kept here (the recurrent convolution's columns and products, the input
     convolution's, the projected inputs of a chunk of timesteps) are written over instead.
     A copy of a layer (``copy.deepcopy``, pickling) starts with an empty one."""
@@ -361,7 +361,9 @@ class ConvLSTMCell(Cell):
     # ------------------------------------------------------------------ one step
     def input_projection(self, inputs: np.ndarray) -> np.ndarray:
         """The input convolution (plus bias) of loop rows ``(steps, batch, C * prod(S))``:
-        ``(gates, steps, batch, F * prod(S_out))`` in step_order (a view of a new array).
+        ``(gates, steps, batch, F * prod(S_out))`` in step_order: a view of a new array, or, in
+        the layer's own time loop, of a buffer the next projection overwrites (the loop is done
+        with a chunk when it projects the next).
 
         One matmul per image of im2col columns, a block of images at a time: each block's
         columns are copied into one reused buffer and its bias added while its products are
