@@ -29,8 +29,12 @@ activations) and in what they return (a tuple in Keras 3, a list in Keras 2).
 How it is computed: a convolution is an im2col matmul. The spatial windows of the input
 are gathered with ``sliding_window_view`` into ``(positions, C * prod(K))`` rows and
 multiplied with the kernel rearranged to ``(C * prod(K), 4F)``. The input convolution of a
-chunk of timesteps is one matmul before the loop (rnn.run_time_loop); each step does only
-the recurrent convolution and the gates. Inside the loop a state is one row per batch
+chunk of timesteps runs before the loop (rnn.run_time_loop); each step does only
+the recurrent convolution and the gates. Both convolutions go a block of images at a time
+(:data:`CACHE_BLOCK_BYTES`): a block's columns are copied into a buffer, multiplied, and
+its products added to (the bias, ``x_proj``) while they are still in cache; the recurrent
+convolution's buffers, a zero-bordered copy of ``h`` whose border is never written and the
+columns, are made once and kept by the layer between calls (:class:`Scratch`). Inside the loop a state is one row per batch
 entry, ``(batch, F * prod(S_out))`` in ``channels_first`` order (so im2col copies along
 contiguous rows and the matmul ``(4F, C * prod(K)) @ (C * prod(K), prod(S_out))`` gives
 gate-major blocks without a transpose), so the shared time loop
@@ -40,10 +44,12 @@ from Keras's layout once per call.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import numbers
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -52,13 +58,18 @@ from rnnparity import activations
 from rnnparity.activations import Activation, ActivationLike
 from rnnparity.cell import Cell, StepRecord, dtype_config
 from rnnparity.checks import as_float_array, check_bool
-from rnnparity.convolution import Geometry, conv_output_size, im2col, same_padding
+from rnnparity.convolution import Geometry, SameColumns, conv_output_size, images_per_block, same_padding, windows
 from rnnparity.rnn import ArrayLike, LayerOutput, RecurrentLayer, run_time_loop
 
 GATES = ("i", "f", "c", "o")  # Keras's order along the last kernel axis
 STEP_ORDER = ("i", "f", "o", "c")  # the recurrent_activation gates first, adjacent
 PADDINGS = ("valid", "same")
 DATA_FORMATS = ("channels_last", "channels_first")
+
+# The convolutions run a block of images at a time, a block's im2col columns and products
+# taking at most this many bytes (at least one image), so that each block's matmul reads
+# columns just copied and its products are added to while they are still in cache.
+CACHE_BLOCK_BYTES = 2**20
 
 # Activations that act on each element alone; any other (softmax over the last axis, a
 # custom callable) is applied to the state in Keras's own layout.
@@ -70,6 +81,37 @@ _ELEMENTWISE = {
 }
 
 KERAS_DEFAULT = "keras_default"  # recurrent_activation: sigmoid in Keras 3, hard_sigmoid in Keras 2
+
+
+class Scratch:
+    """Arrays that the calls of one ConvLSTM layer reuse from call to call, lent to one call
+    at a time. Fresh memory costs a page fault per page when first written, and a call of a
+    twin that allocated its large work arrays anew each time paid hundreds to thousands; the
+    buffers kept here (the recurrent convolution's columns and products, the input
+    convolution's, the projected inputs of a chunk of timesteps) are written over instead.
+    A copy of a layer (``copy.deepcopy``, pickling) starts with an empty one."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def lend(self) -> Iterator[dict[str, Any]]:
+        """The kept arrays, for one call; a call made while another has them (another Python
+        thread) gets an empty dict of its own, so that no two calls share a buffer."""
+        if not self._lock.acquire(blocking=False):
+            yield {}
+            return
+        try:
+            yield self.arrays
+        finally:
+            self._lock.release()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Scratch:
+        return Scratch()
+
+    def __reduce__(self) -> tuple[type[Scratch], tuple[()]]:
+        return (Scratch, ())
 
 
 def _check_tuple(value: Any, rank: int, argument: str) -> tuple[int, ...]:
@@ -101,6 +143,10 @@ class ConvLSTMCell(Cell):
     kind = "conv_lstm"
     n_states = 2
     step_order = STEP_ORDER
+    # The time loop projects the inputs of at most this many bytes' worth of timesteps at a
+    # time (at least one), into a buffer the layer keeps between calls (Scratch): measured,
+    # one 2 MiB step at a time costs no more than 16 MiB chunks, and keeps 8x less memory.
+    projection_chunk_bytes: ClassVar[int] = 2**21
 
     def __init__(
         self,
@@ -142,6 +188,11 @@ class ConvLSTMCell(Cell):
             )
         self.unit_forget_bias: bool = check_bool(unit_forget_bias, "unit_forget_bias")
         self.geometry: Geometry | None = None  # set on the per-call copies made by bind()
+        self.scratch: Scratch = Scratch()  # lent to the layer's calls (shared by the bound copies)
+        # The work arrays of one call, kept by the bound copy made for the call (bind()):
+        # its own, or the layer's Scratch.arrays while the layer's call has them lent.
+        self._arrays: dict[str, Any] = {}
+        self._reuse_projection: bool = False  # only the layer's own time loop lets the projection reuse a buffer
 
     # ------------------------------------------------------------------ description
     def describe(self) -> str:
@@ -232,6 +283,7 @@ class ConvLSTMCell(Cell):
         recurrent_pads = tuple(same_padding(s, k, 1, 1) for s, k in zip(out, self.kernel_size))
         bound = copy.copy(self)
         bound.geometry = Geometry(tuple(spatial_in), out, input_pads, recurrent_pads)
+        bound._arrays, bound._reuse_projection = {}, False
         return bound
 
     def _geometry(self) -> Geometry:
@@ -247,6 +299,11 @@ class ConvLSTMCell(Cell):
     @property
     def projection_width(self) -> int:
         return 4 * self.output_size
+
+    def recurrent_macs(self, batch: int) -> int:
+        """Multiply-adds of one step's recurrent convolution (``rnn.step_macs``, which decides
+        the BLAS threads): ``batch * prod(S_out) * 4F * F * prod(K)``."""
+        return batch * math.prod(self._geometry().spatial_out) * 4 * self.filters * self.filters * math.prod(self.kernel_size)
 
     @property
     def flat_state_sizes(self) -> list[int]:
@@ -304,29 +361,79 @@ class ConvLSTMCell(Cell):
     # ------------------------------------------------------------------ one step
     def input_projection(self, inputs: np.ndarray) -> np.ndarray:
         """The input convolution (plus bias) of loop rows ``(steps, batch, C * prod(S))``:
-        ``(gates, steps, batch, F * prod(S_out))`` in step_order (a view; one matmul per image)."""
+        ``(gates, steps, batch, F * prod(S_out))`` in step_order: a view of a new array, or, in
+        the layer's own time loop, of a buffer the next projection overwrites (the loop is done
+        with a chunk when it projects the next).
+
+        One matmul per image of im2col columns, a block of images at a time: each block's
+        columns are copied into one reused buffer and its bias added while its products are
+        in cache (:data:`CACHE_BLOCK_BYTES`); the numbers are those of one im2col of all images."""
         assert self._kernel_gates is not None
         geometry = self._geometry()
         leading = inputs.shape[:-1]
         images = inputs.reshape(-1, inputs.shape[-1] // math.prod(geometry.spatial_in), *geometry.spatial_in)
-        columns = im2col(images, self.kernel_size, self.strides, self.dilation_rate, geometry.input_pads)
-        projected = np.matmul(self._kernel_gates, columns)  # (n, 4F, prod(out))
-        if self._input_bias_gates is not None:
-            projected += self._input_bias_gates
+        if any(p for pair in geometry.input_pads for p in pair):
+            images = np.pad(images, ((0, 0), (0, 0), *geometry.input_pads))
+        view = windows(images, self.kernel_size, self.strides, self.dilation_rate)  # (n, C, *K, *out)
+        count, positions = images.shape[0], math.prod(geometry.spatial_out)
+        rows, width = self._kernel_gates.shape[1], self._kernel_gates.shape[0]
+        dtype = self._kernel_gates.dtype
+        shape = (count, width, positions)
+        projected = self._buffer("projected", shape, dtype) if self._reuse_projection else np.empty(shape, dtype)
+        block = images_per_block((rows + width) * positions * projected.itemsize, count, CACHE_BLOCK_BYTES)
+        columns = self._buffer("input_columns", (block, rows, positions), dtype)
+        for start in range(0, count, block):
+            stop = min(count, start + block)
+            part, out = columns[: stop - start], projected[start:stop]
+            np.copyto(part.reshape(view[start:stop].shape), view[start:stop])
+            np.matmul(self._kernel_gates, part, out=out)
+            if self._input_bias_gates is not None:
+                out += self._input_bias_gates
         gates = len(self.step_order)
         return np.moveaxis(projected.reshape(*leading, gates, -1), -2, 0)
 
-    def _recurrent_conv(self, h_tm1: np.ndarray) -> np.ndarray:
-        """``conv(h_tm1, recurrent_kernel)`` (stride 1, ``same``) for rows ``(batch, F * prod(S_out))``:
-        ``(gates, batch, F * prod(S_out))`` (a view of one ``(batch, 4F, prod(S_out))`` array)."""
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """An uninitialized array of ``shape``, the start of a buffer kept under ``name`` in
+        this call's work arrays (grown when too small)."""
+        size = math.prod(shape)
+        flat = self._arrays.get(name)
+        if not isinstance(flat, np.ndarray) or flat.dtype != dtype or flat.size < size:
+            flat = self._arrays[name] = np.empty(size, dtype)
+        return flat[:size].reshape(shape)
+
+    def _recurrent_blocks(self, h_tm1: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
+        """``conv(h_tm1, recurrent_kernel)`` (stride 1, ``same``) of rows ``(batch, F * prod(S_out))``,
+        a block of batch rows at a time: yields ``(rows, product)``, ``product`` the block's
+        ``(gates, len(rows), F * prod(S_out))`` in step_order. ``product`` is a view of a
+        buffer that the next block overwrites; the blocks are small enough for their columns
+        and products to stay in cache (:data:`CACHE_BLOCK_BYTES`), and the buffers (a
+        :class:`~rnnparity.convolution.SameColumns` and the products) are made once per call."""
         assert self._recurrent_gates is not None
         geometry = self._geometry()
         batch = h_tm1.shape[0]
         images = h_tm1.reshape(batch, self.filters, *geometry.spatial_out)
-        ones = (1,) * self.rank
-        columns = im2col(images, self.kernel_size, ones, ones, geometry.recurrent_pads)
-        z = np.matmul(self._recurrent_gates, columns)  # (batch, 4F, prod(S_out))
-        return np.moveaxis(z.reshape(batch, len(self.step_order), -1), 1, 0)
+        width, rows = self._recurrent_gates.shape
+        positions = math.prod(geometry.spatial_out)
+        block = images_per_block((rows + width) * positions * h_tm1.itemsize, batch, CACHE_BLOCK_BYTES)
+        key = (block, self.filters, geometry.spatial_out, self.kernel_size, geometry.recurrent_pads, h_tm1.dtype)
+        same = self._arrays.get("recurrent_columns")
+        if not isinstance(same, SameColumns) or same.key != key:
+            same = self._arrays["recurrent_columns"] = SameColumns(*key)
+        products = self._buffer("recurrent_products", (block, width, positions), h_tm1.dtype)
+        gates = len(self.step_order)
+        for start in range(0, batch, block):
+            stop = min(batch, start + block)
+            out = products[: stop - start]
+            np.matmul(self._recurrent_gates, same(images[start:stop]), out=out)  # (n, 4F, prod(S_out))
+            yield slice(start, stop), np.moveaxis(out.reshape(stop - start, gates, -1), 1, 0)
+
+    def _recurrent_conv(self, h_tm1: np.ndarray) -> np.ndarray:
+        """``conv(h_tm1, recurrent_kernel)`` (stride 1, ``same``) for rows ``(batch, F * prod(S_out))``:
+        the recurrent pre-activations ``(gates, batch, F * prod(S_out))`` in step_order (a new array)."""
+        z = np.empty((len(self.step_order), *h_tm1.shape), dtype=h_tm1.dtype)
+        for rows, product in self._recurrent_blocks(h_tm1):
+            z[:, rows] = product
+        return z
 
     def _apply(self, function: Activation, x: np.ndarray, in_place: bool) -> np.ndarray:
         """An activation of loop rows ``x`` (any leading axes): element-wise ones directly
@@ -352,8 +459,11 @@ class ConvLSTMCell(Cell):
         if record is not None:
             raise NotImplementedError("rnnparity.gradients does not cover ConvLSTM layers yet")
         h_tm1, c_tm1 = states
-        z = self._recurrent_conv(h_tm1)
-        z += x_proj
+        # z = x_proj + conv(h_tm1) (the step owns x_proj): the same sum as conv + x_proj, added
+        # a block of batch rows at a time, right after the block's matmul.
+        z = x_proj
+        for rows, product in self._recurrent_blocks(h_tm1):
+            z[:, rows] += product
         i, f, o = self._apply(self.recurrent_activation, z[:3], in_place=True)
         candidate = self._apply(self.activation, z[3], in_place=True)
         c = f * c_tm1
@@ -605,22 +715,29 @@ class ConvLSTM(RecurrentLayer):
         timesteps, batch, _ = time_rows.shape
         time_mask = self._check_mask(mask, batch, timesteps)
         states = self._starting_states(initial_state, bound, batch)
-        outputs = np.empty((timesteps, batch, bound.output_size), dtype=self.dtype) if self.return_sequences else None
+        # Allocated batch-major, as returned; the loop writes each step through a time-major view,
+        # so the result needs one layout copy (channels_last) or none (channels_first).
+        outputs = np.empty((batch, timesteps, bound.output_size), dtype=self.dtype) if self.return_sequences else None
         # tf_keras's convolutional RNN never hands zero_output_for_mask to its loop (a
         # Bidirectional sets it in vain): masked steps repeat the last output there.
         zero_output = self.zero_output_for_mask and self.keras_version == 3
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"), self.conv_cell.scratch.lend() as arrays:
+            bound._arrays, bound._reuse_projection = arrays, True
             last_output, final_states = run_time_loop(
-                bound, time_rows, states, time_mask, self.go_backwards, zero_output, outputs, self.backend
+                bound,
+                time_rows,
+                states,
+                time_mask,
+                self.go_backwards,
+                zero_output,
+                None if outputs is None else outputs.transpose(1, 0, 2),
+                self.backend,
             )
         keras_states = [bound.from_rows(s) for s in final_states]
         if self.stateful:
             self._states = [s.copy() for s in keras_states]
             self._expected_batch_size = batch
-        if outputs is not None:
-            output = np.ascontiguousarray(bound.from_rows(outputs).swapaxes(0, 1))
-        else:
-            output = bound.from_rows(last_output)
+        output = bound.from_rows(last_output if outputs is None else outputs)
         if not self.return_state:
             return output
         packed = [output, *keras_states]

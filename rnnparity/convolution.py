@@ -1,6 +1,7 @@
 """The convolution arithmetic of the ConvLSTM twins (:mod:`rnnparity.conv_lstm`), NumPy only:
 TensorFlow's ``SAME`` padding, output sizes, and the windows of an input gathered as columns
-(im2col with ``sliding_window_view``) so that a convolution is one matmul.
+(im2col with ``sliding_window_view``) so that a convolution is one matmul; ``SameColumns``
+gathers them into buffers made once, for a convolution repeated every timestep.
 """
 
 from __future__ import annotations
@@ -27,6 +28,17 @@ def conv_output_size(size: int, kernel: int, stride: int, dilation: int, padding
     return (size - span) // stride + 1 if size >= span else 0
 
 
+def windows(x: np.ndarray, kernel_size: tuple[int, ...], strides: tuple[int, ...], dilation_rate: tuple[int, ...]) -> np.ndarray:
+    """The convolution windows of (already padded) ``x`` ``(n, channels, *spatial)`` as a
+    view ``(n, channels, *kernel_size, *out)``: element ``[b, ch, *k, *p]`` is the input
+    under kernel offset ``k`` at output position ``p``. No copy."""
+    rank = len(kernel_size)
+    spans = tuple((k - 1) * d + 1 for k, d in zip(kernel_size, dilation_rate))
+    view = sliding_window_view(x, spans, axis=tuple(range(2, rank + 2)))  # (n, C, *positions, *spans)
+    pick = (slice(None), slice(None), *(slice(None, None, s) for s in strides), *(slice(None, None, d) for d in dilation_rate))
+    return np.moveaxis(view[pick], tuple(range(rank + 2, 2 * rank + 2)), tuple(range(2, rank + 2)))
+
+
 def im2col(
     x: np.ndarray,
     kernel_size: tuple[int, ...],
@@ -37,16 +49,50 @@ def im2col(
     """The convolution windows of ``x`` ``(n, channels, *spatial)`` as columns:
     ``(n, channels * prod(kernel_size), prod(out))``, rows ordered ``(channel, *kernel)``.
     The copy runs along the last spatial axis, which is contiguous in ``x``."""
-    rank = len(kernel_size)
     if any(p for pair in pads for p in pair):
         x = np.pad(x, ((0, 0), (0, 0), *pads))
-    spans = tuple((k - 1) * d + 1 for k, d in zip(kernel_size, dilation_rate))
-    windows = sliding_window_view(x, spans, axis=tuple(range(2, rank + 2)))  # (n, C, *positions, *spans)
-    pick = (slice(None), slice(None), *(slice(None, None, s) for s in strides), *(slice(None, None, d) for d in dilation_rate))
-    windows = windows[pick]
-    out = windows.shape[2 : rank + 2]
-    windows = np.moveaxis(windows, tuple(range(rank + 2, 2 * rank + 2)), tuple(range(2, rank + 2)))  # (n, C, *K, *out)
-    return windows.reshape(x.shape[0], -1, math.prod(out))
+    view = windows(x, kernel_size, strides, dilation_rate)
+    rank = len(kernel_size)
+    return view.reshape(x.shape[0], -1, math.prod(view.shape[rank + 2 :]))
+
+
+class SameColumns:
+    """im2col of a stride-1, ``same``-padded convolution, for up to ``block`` arrays of shape
+    ``(channels, *spatial)`` at a time, into buffers made once: a zero-bordered copy of the
+    input (only its interior is ever written, so the border stays zero) and the columns
+    ``(block, channels * prod(kernel_size), prod(spatial))``. A call on ``x`` ``(n, channels,
+    *spatial)``, ``n <= block``, returns the first ``n`` columns, the values :func:`im2col`
+    gives for ``x`` with the same arguments; the next call overwrites them."""
+
+    def __init__(
+        self,
+        block: int,
+        channels: int,
+        spatial: tuple[int, ...],
+        kernel_size: tuple[int, ...],
+        pads: tuple[tuple[int, int], ...],
+        dtype: np.dtype,
+    ) -> None:
+        ones = (1,) * len(kernel_size)
+        self.block = block
+        self.key = (block, channels, tuple(spatial), tuple(kernel_size), tuple(pads), np.dtype(dtype))
+        self.padded = np.zeros((block, channels, *(s + a + b for s, (a, b) in zip(spatial, pads))), dtype)
+        self.interior = self.padded[(slice(None), slice(None), *(slice(a, a + s) for s, (a, _) in zip(spatial, pads)))]
+        self.columns = np.empty((block, channels * math.prod(kernel_size), math.prod(spatial)), dtype)
+        self._windows = windows(self.padded, kernel_size, ones, ones)  # (block, C, *K, *spatial), a view of padded
+        self._target = self.columns.reshape(self._windows.shape)  # the same layout, a view of columns
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        self.interior[:n] = x
+        np.copyto(self._target[:n], self._windows[:n])
+        return self.columns[:n]
+
+
+def images_per_block(bytes_per_image: int, count: int, budget: int) -> int:
+    """How many images of ``bytes_per_image`` (their columns and products) a block of at most
+    ``budget`` bytes holds: at least one, at most ``count``."""
+    return max(1, min(count, budget // max(1, bytes_per_image)))
 
 
 @dataclass(frozen=True)

@@ -80,14 +80,20 @@ SPLITTABLE_KINDS = ("lstm", "gru", "simple_rnn")
 PROJECTION_CHUNK_BYTES = 16 * 2**20
 
 
-def projection_chunk(timesteps: int, batch: int, width: int, itemsize: int) -> int:
-    """How many timesteps the loop projects per matmul (at least 1, at most ``timesteps``)."""
+def projection_chunk(timesteps: int, batch: int, width: int, itemsize: int, limit: int | None = None) -> int:
+    """How many timesteps the loop projects per matmul (at least 1, at most ``timesteps``):
+    at most ``limit`` bytes of projected inputs (default :data:`PROJECTION_CHUNK_BYTES`)."""
     per_step = max(1, batch * width * itemsize)
-    return max(1, min(timesteps, PROJECTION_CHUNK_BYTES // per_step))
+    return max(1, min(timesteps, (PROJECTION_CHUNK_BYTES if limit is None else limit) // per_step))
 
 
 def step_macs(cell: RecurrentCell, batch: int) -> int:
-    """Multiply-adds of one step's recurrent matmul (what decides the BLAS threads, see :mod:`rnnparity.threads`)."""
+    """Multiply-adds of one step's recurrent matmul (what decides the BLAS threads, see :mod:`rnnparity.threads`).
+    A cell whose recurrent product is no dense matmul (ConvLSTM: a convolution) counts its
+    own with ``recurrent_macs(batch)``."""
+    own = getattr(cell, "recurrent_macs", None)
+    if own is not None:
+        return int(own(batch))
     return batch * cell.projection_width * cell.output_size
 
 
@@ -126,7 +132,9 @@ def run_time_loop(
         return _split_batch(plan.workers, cell, inputs, states, mask, go_backwards, zero_output_for_mask, outputs, backend)
     zeros = np.zeros((batch, cell.output_size), dtype=cell.dtype)
     previous_output = states[cell.output_state_index] if backend in REPEATS_INITIAL_H else zeros
-    chunk = projection_chunk(timesteps, batch, cell.projection_width, cell.dtype.itemsize)
+    # A cell may project fewer bytes at a time (ConvLSTM keeps the chunk's buffer between calls).
+    limit = getattr(cell, "projection_chunk_bytes", None)
+    chunk = projection_chunk(timesteps, batch, cell.projection_width, cell.dtype.itemsize, limit)
     projected = np.empty((0, 0))  # (gates, steps, batch, units): the current chunk
     first = 0  # the timestep that projected[:, 0] belongs to
     order = range(timesteps - 1, -1, -1) if go_backwards else range(timesteps)
