@@ -13,8 +13,9 @@ float32 gradients agree with its float64 gradients within half of that tolerance
 
 Where TensorFlow's CPU kernels refuse a ``channels_first`` ConvLSTM (Keras 3, float64, 1-D and
 2-D), Keras's ``channels_last`` layer runs on the transposed inputs and its gradients are
-transposed back. tf_keras's stateful ConvLSTM refuses float64, so its stateful cases are float32.
-``-m slow`` runs both dtypes of every configuration and three more seeds.
+transposed back. A kernel 1 wide along a strided axis is widened to 2 (see ``gradient_case``).
+tf_keras's stateful ConvLSTM refuses float64, so its stateful cases are float32. ``-m slow``
+runs both dtypes of every configuration, with three more seeds.
 
 Reproduce one case: ``python -m pytest tests/test_conv_lstm_gradients.py -n 0 -k "<case id>"``.
 """
@@ -49,6 +50,11 @@ def gradient_case(rank: int, keras_version: int, dtype: str, seed: int, option: 
     """A forward case with ``option`` forced on, the return structure rotated over the four
     combinations (``return_state`` forced by its option), an initial state in about half."""
     case = draw_case(rank, keras_version, dtype, seed, option)
+    # TensorFlow 2.21's oneDNN Conv2DBackpropFilter crashed the process (SIGSEGV/abort) on a
+    # kernel 1 wide along an axis with stride 2, float32, after other cases had run (alone it
+    # passed; with TF_ENABLE_ONEDNN_OPTS=0 it passed): such axes get a kernel 2 wide.
+    kernel = tuple(2 if k == 1 and s > 1 else k for k, s in zip(case.kernel_size, case.strides))
+    case = replace(case, kernel_size=kernel)
     number = OPTIONS.index(option) + rank + seed
     return_sequences, return_state = RETURNS[number % 4]
     initial_state = case.initial_state or (not case.stateful and _rng("init", rank, seed, option).random() < 0.5)
@@ -162,6 +168,8 @@ def _params(seeds: list[int], both_dtypes: bool) -> list:
     for flavor, major in FLAVOR_MAJOR.items():
         cases = []
         for rank, option, seed in itertools.product(RANKS, OPTIONS, seeds):
+            if not both_dtypes and (major, rank, option) == (3, 3, "channels_first"):
+                continue  # Keras 3 compiles it with XLA (13-17 s here, most of the default run): -m slow runs it
             dtypes = ("float32", "float64") if both_dtypes else (("float32", "float64")[(OPTIONS.index(option) + rank) % 2],)
             cases += [gradient_case(rank, major, dtype, seed, option) for dtype in dtypes]
         cases = list(dict.fromkeys(cases))  # (stateful tf_keras cases are float32 either way)
