@@ -404,3 +404,30 @@ def test_conv_lstm_gradient_errors_name_the_argument() -> None:
     jax.set_weights(custom.get_weights())
     with pytest.raises(ValueError, match="backend='jax'"):
         rnnparity.gradients(jax, np.ones((1, 2, 4, 1), "float32"), np.ones((1, 3, 2), "float32"))
+
+
+def test_backward_memory_is_the_per_step_tape_and_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Peak memory of gradients() on a long sequence: per timestep the LSTM tape's 6 arrays of
+    (batch, filters * prod(S_out)) and a record's Python objects, copies of the inputs and of
+    output_grads in rows and in Keras's layout, and chunk-sized temporaries that do not grow with T."""
+    from rnnparity import rnn
+    from rnnparity.suite import bench
+
+    batch, timesteps, spatial, channels, filters = 2, 600, 8, 2, 4
+    monkeypatch.setattr(rnn, "PROJECTION_CHUNK_BYTES", 32 * 2**10)
+    rng = _rng("memory")
+    layer = rnnparity.ConvLSTM1D(filters, 3, padding="same", return_sequences=True, dtype="float64")
+    layer.set_weights(
+        [
+            rng.standard_normal((3, channels, 4 * filters)) * 0.4,
+            rng.standard_normal((3, filters, 4 * filters)) * 0.3,
+            rng.standard_normal(4 * filters) * 0.5,
+        ]
+    )
+    x = rng.standard_normal((batch, timesteps, spatial, channels))
+    output_grads = rng.standard_normal((batch, timesteps, spatial, filters))
+    peak = bench.peak_memory_mib(lambda: rnnparity.gradients(layer, x, output_grads)) * 2**20
+    tape = 6 * timesteps * batch * filters * spatial * 8
+    copies = 3 * x.nbytes + 2 * output_grads.nbytes
+    bound = tape + 640 * timesteps + copies + 6 * rnn.PROJECTION_CHUNK_BYTES + 64 * 2**10
+    assert tape <= peak <= bound, f"peak {peak:.0f} B, tape {tape} B, bound {bound} B"
