@@ -59,6 +59,12 @@ not kept, but for ``Bidirectional(merge_mode="mul")``, which needs it (``+ items
 batch * units`` per direction). A ``StackedRNNCells`` keeps
 each cell's ``P`` and the input each later cell reads (``T * batch * its input_dim``); a
 ``Bidirectional`` keeps both directions' tapes.
+
+ConvLSTM1D/2D/3D run the same way on the time loop's rows (``units`` = ``filters *
+prod(S_out)``, ``input_dim`` = ``channels * prod(S)``): their tape is an LSTM's (``P`` = 6),
+``output_grads`` and the gradients of the inputs and states are in Keras's layout, and the
+backward pass's convolutions are im2col matmuls and their adjoint (see
+:class:`rnnparity.tapes.ConvLSTMTape`), a chunk of timesteps at a time.
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ import numpy as np
 from rnnparity import threads
 from rnnparity.bidirectional import Bidirectional
 from rnnparity.checks import as_float_array, as_float_array_or_self, cast_nested, flatten_nested
+from rnnparity.conv_lstm import ConvLSTM
 from rnnparity.rnn import LayerCall, RecurrentLayer, step_macs
 from rnnparity.stacked import StackedRNNCells
 from rnnparity.tapes import Tape, tape_for
@@ -81,7 +88,8 @@ class _Run:
     def __init__(self, layer: RecurrentLayer, call: LayerCall) -> None:
         self.layer = layer
         self.call = call
-        self.tape: Tape = tape_for(layer.cell)
+        self.cell = layer.call_cell(call)  # a ConvLSTM's cell bound to the inputs' spatial size
+        self.tape: Tape = tape_for(self.cell)
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -124,7 +132,7 @@ def _backward(run: _Run, d_output: np.ndarray, d_states: list[np.ndarray]) -> tu
     gradients are on ``run.tape``."""
     layer, tape, x, mask = run.layer, run.tape, run.call.inputs, run.call.mask
     timesteps, batch, _ = x.shape
-    zeros = np.zeros((batch, layer.cell.output_size), dtype=layer.dtype)
+    zeros = np.zeros((batch, run.cell.output_size), dtype=layer.dtype)
     d_sequence = None
     if layer.return_sequences:
         d_sequence = d_output if layer.time_major else d_output.transpose(1, 0, 2)  # (T, batch, units), processing order
@@ -135,7 +143,7 @@ def _backward(run: _Run, d_output: np.ndarray, d_states: list[np.ndarray]) -> tu
     d_inputs_tm = d_inputs if layer.time_major else d_inputs.transpose(1, 0, 2)
     d_s = list(d_states)
     # The BLAS threads as the forward loop chooses them (rnnparity.threads), restored after.
-    with np.errstate(over="ignore", invalid="ignore"), threads.for_call(step_macs(layer.cell, batch)):
+    with np.errstate(over="ignore", invalid="ignore"), threads.for_call(step_macs(run.cell, batch)):
         for k in range(timesteps - 1, -1, -1):
             t = timesteps - 1 - k if layer.go_backwards else k
             if d_sequence is not None:
@@ -231,6 +239,27 @@ def _layer_gradients(
     _forward(run)
     d_inputs, d_initial = _backward(run, arrays[0], d_states)
     return {"inputs": d_inputs, **_state_grads(run, d_initial, initial_state is not None), "weights": run.tape.weight_grads()}
+
+
+def _conv_lstm_gradients(
+    layer: ConvLSTM, inputs: Any, output_grads: Any, initial_state: Any, mask: Any, training: bool | None
+) -> dict[str, Any]:
+    """:func:`_layer_gradients` for a ConvLSTM: ``output_grads`` in Keras's layout are turned
+    into the loop's rows, and the gradients of the inputs and states back into Keras's layout."""
+    run = _prepare(layer, inputs, initial_state, mask, training)
+    cell = layer.call_cell(run.call)
+    state_shape = cell.state_shape(run.call.inputs.shape[1])
+    expected = [("output", run.output_shape), *([("h", state_shape), ("c", state_shape)] if layer.return_state else [])]
+    arrays = [cell.to_rows(a) for a in _parse_output_grads(output_grads, layer, expected, not layer.return_state, layer.dtype)]
+    d_states = arrays[1:] if layer.return_state else [np.zeros_like(s) for s in run.call.states]
+    _forward(run)
+    d_rows, d_initial = _backward(run, arrays[0], d_states)
+    d_initial = [cell.from_rows(d) for d in d_initial]
+    return {
+        "inputs": cell.inputs_from_rows(d_rows),
+        **_state_grads(run, d_initial, initial_state is not None),
+        "weights": run.tape.weight_grads(),
+    }
 
 
 # ============================================================================ Bidirectional
@@ -370,12 +399,12 @@ def gradients(
     """
     if isinstance(layer, Bidirectional):
         return _bidirectional_gradients(layer, inputs, output_grads, initial_state, mask, training)
-    if getattr(layer, "conv_cell", None) is not None:
-        raise TypeError(f"gradients does not cover convolutional recurrent layers yet; got {type(layer).__name__}")
+    if isinstance(layer, ConvLSTM):
+        return _conv_lstm_gradients(layer, inputs, output_grads, initial_state, mask, training)
     if isinstance(layer, RecurrentLayer):
         return _layer_gradients(layer, inputs, output_grads, initial_state, mask, training)
     raise TypeError(
-        "layer must be an rnnparity LSTM, GRU, SimpleRNN, RNN or Bidirectional twin; "
+        "layer must be an rnnparity LSTM, GRU, SimpleRNN, RNN, ConvLSTM1D/2D/3D or Bidirectional twin; "
         f"got {type(layer).__name__} (a single cell step is the layer's one-timestep call)"
     )
 

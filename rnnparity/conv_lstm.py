@@ -40,6 +40,12 @@ contiguous rows and the matmul ``(4F, C * prod(K)) @ (C * prod(K), prod(S_out))`
 gate-major blocks without a transpose), so the shared time loop
 (masks, ``go_backwards``, output repetition) runs unchanged; the layer converts to and
 from Keras's layout once per call.
+
+Gradients (``rnnparity.gradients``): the step records what an LSTM step records (its gate
+pre-activations, ``h_tm1``, ``c_tm1`` and ``c``, as loop rows), and
+:class:`rnnparity.tapes.ConvLSTMTape` reverses it: the LSTM gate algebra, then the
+recurrent convolution's adjoint (col2im) for ``h_tm1`` and im2col matmuls over all
+timesteps for the kernels, the bias and the inputs.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ import math
 import numbers
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -57,9 +64,9 @@ import numpy as np
 from rnnparity import activations
 from rnnparity.activations import Activation, ActivationLike
 from rnnparity.cell import Cell, StepRecord, dtype_config
-from rnnparity.checks import as_float_array, check_bool
+from rnnparity.checks import as_float_array, as_float_array_or_self, check_bool
 from rnnparity.convolution import Geometry, SameColumns, conv_output_size, images_per_block, same_padding, windows
-from rnnparity.rnn import ArrayLike, LayerOutput, RecurrentLayer, run_time_loop
+from rnnparity.rnn import ArrayLike, LayerCall, LayerOutput, Recorder, RecurrentLayer, run_time_loop
 
 GATES = ("i", "f", "c", "o")  # Keras's order along the last kernel axis
 STEP_ORDER = ("i", "f", "o", "c")  # the recurrent_activation gates first, adjacent
@@ -251,6 +258,32 @@ class ConvLSTMCell(Cell):
         axes = (self.rank + 1, self.rank, *range(self.rank))  # -> (4F, C, *K)
         return np.ascontiguousarray(stacked.transpose(axes).reshape(stacked.shape[-1], -1))
 
+    def keras_weight(self, rows: np.ndarray) -> np.ndarray:
+        """The inverse of the im2col rearrangement, for the weights' gradients: ``(4F, ch * prod(K))``
+        (or a bias ``(4F,)``) with the gate blocks in step_order -> Keras's ``(*K, ch, 4F)`` (``(4F,)``)
+        in Keras's gate order."""
+        if rows.ndim == 2:
+            shaped = rows.reshape(rows.shape[0], -1, *self.kernel_size)  # (4F, ch, *K)
+            rows = shaped.transpose(*range(2, self.rank + 2), 1, 0)  # (*K, ch, 4F)
+        keras = np.empty_like(rows)
+        for index, gate in enumerate(self.step_order):
+            keras[..., GATES.index(gate) * self.filters : (GATES.index(gate) + 1) * self.filters] = rows[
+                ..., index * self.filters : (index + 1) * self.filters
+            ]
+        return keras
+
+    @property
+    def kernel_rows(self) -> np.ndarray:
+        """``kernel`` as the input convolution uses it: ``(4F, C * prod(K))``, gates in step_order (read-only)."""
+        assert self._kernel_gates is not None
+        return self._kernel_gates
+
+    @property
+    def recurrent_rows(self) -> np.ndarray:
+        """``recurrent_kernel`` as the recurrent convolution uses it: ``(4F, F * prod(K))`` (read-only)."""
+        assert self._recurrent_gates is not None
+        return self._recurrent_gates
+
     def _prepare(self) -> None:
         assert self.kernel is not None and self.recurrent_kernel is not None
         self._kernel_gates = self._im2col_kernel(self.kernel)
@@ -335,11 +368,21 @@ class ConvLSTMCell(Cell):
 
     def from_rows(self, rows: np.ndarray) -> np.ndarray:
         """Loop rows ``(..., F * prod(S_out))`` -> the Keras layout of a state / output."""
-        out = self._geometry().spatial_out
-        array = rows.reshape(*rows.shape[:-1], self.filters, *out)
+        return self._keras_layout(rows, self.filters, self._geometry().spatial_out)
+
+    def inputs_from_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Input rows ``(..., C * prod(S))`` -> the Keras layout of inputs (for their gradient)."""
+        return self._keras_layout(rows, self.input_dim or 0, self._geometry().spatial_in)
+
+    def _keras_layout(self, rows: np.ndarray, channels: int, spatial: tuple[int, ...]) -> np.ndarray:
+        array = rows.reshape(*rows.shape[:-1], channels, *spatial)
         if self.data_format == "channels_last":
             array = np.moveaxis(array, rows.ndim - 1, -1)
         return np.ascontiguousarray(array)
+
+    def elementwise(self, function: Activation) -> bool:
+        """Whether ``function`` acts on each element alone (else the step applies it in Keras's layout)."""
+        return function in _ELEMENTWISE
 
     def check_state(self, value: Any, batch: int, argument: str) -> np.ndarray:
         """One state given in Keras's layout, checked, as loop rows ``(batch, F * prod(S_out))``."""
@@ -438,7 +481,7 @@ class ConvLSTMCell(Cell):
     def _apply(self, function: Activation, x: np.ndarray, in_place: bool) -> np.ndarray:
         """An activation of loop rows ``x`` (any leading axes): element-wise ones directly
         (``in_place``: into ``x``), the others on the array in Keras's layout."""
-        if function in _ELEMENTWISE:
+        if self.elementwise(function):
             if in_place:
                 return activations.in_place(function)(x)
             return function(x)
@@ -454,21 +497,25 @@ class ConvLSTMCell(Cell):
         self, x_proj: np.ndarray, states: list[np.ndarray], record: StepRecord | None = None
     ) -> tuple[np.ndarray, list[np.ndarray]]:
         """The step after the input convolution: ``x_proj`` ``(gates, batch, F * prod(S_out))``
-        may be overwritten; ``states`` are rows and are never modified. ConvLSTM has no
-        backpropagation yet, so there is nothing to ``record``."""
-        if record is not None:
-            raise NotImplementedError("rnnparity.gradients does not cover ConvLSTM layers yet")
+        may be overwritten; ``states`` are rows and are never modified. Given ``record``, the
+        step fills it as an LSTM step does: the pre-activations ``z`` (step_order), ``h_tm1``,
+        and references to ``c_tm1`` and ``c``."""
         h_tm1, c_tm1 = states
         # z = x_proj + conv(h_tm1) (the step owns x_proj): the same sum as conv + x_proj, added
         # a block of batch rows at a time, right after the block's matmul.
         z = x_proj
         for rows, product in self._recurrent_blocks(h_tm1):
             z[:, rows] += product
+        if record is not None:
+            record.pre[...] = z
+            record.h_tm1[...] = h_tm1
         i, f, o = self._apply(self.recurrent_activation, z[:3], in_place=True)
         candidate = self._apply(self.activation, z[3], in_place=True)
         c = f * c_tm1
         c += np.multiply(i, candidate, out=i)
         h = o * self._apply(self.activation, c, in_place=False)
+        if record is not None:
+            record.keep(c_tm1, c)
         return h, [h, c]
 
     def __call__(self, inputs: ArrayLike, states: Any) -> tuple[np.ndarray, Any]:
@@ -535,6 +582,16 @@ class ConvLSTM3DCell(ConvLSTMCell):
 
     def __init__(self, filters: int, kernel_size: int | Sequence[int], **kwargs: Any) -> None:
         super().__init__(3, filters, kernel_size, **kwargs)
+
+
+@dataclass
+class ConvLayerCall(LayerCall):
+    """A ConvLSTM call in the time loop's rows: ``inputs`` ``(T, batch, C * prod(S))``,
+    ``input_shape`` their batch-major shape ``(batch, T, C * prod(S))``, states and outputs
+    ``(..., F * prod(S_out))`` (the output sequence time-major), and the cell bound to the
+    inputs' spatial size, which runs it."""
+
+    cell: ConvLSTMCell | None = None
 
 
 class ConvLSTM(RecurrentLayer):
@@ -673,7 +730,8 @@ class ConvLSTM(RecurrentLayer):
         rows = bound.to_rows(x)  # (batch, T, C * prod(S))
         return rows.transpose(1, 0, 2), bound
 
-    def _starting_states(self, initial_state: Any, bound: ConvLSTMCell, batch: int) -> list[np.ndarray]:
+    def _starting_states(self, initial_state: Any, bound: ConvLSTMCell, batch: int) -> tuple[list[np.ndarray], bool]:
+        """The state rows the call starts from, and whether they are the given ``initial_state``."""
         if self.stateful and self._expected_batch_size is not None and batch != self._expected_batch_size:
             raise ValueError(
                 f"this stateful layer carries states for batch size {self._expected_batch_size}; "
@@ -690,11 +748,11 @@ class ConvLSTM(RecurrentLayer):
         if initial_state is not None:
             given = bound.check_states(initial_state, batch, "initial_state")
             if carried is not None and self.keras_version == 2 and any(np.count_nonzero(s) for s in carried):
-                return carried  # Keras 2 uses the carried states whenever any is non-zero
-            return given
+                return carried, False  # Keras 2 uses the carried states whenever any is non-zero
+            return given, True
         if carried is not None:
-            return carried
-        return [np.zeros((batch, bound.output_size), dtype=self.dtype) for _ in range(2)]
+            return carried, False
+        return [np.zeros((batch, bound.output_size), dtype=self.dtype) for _ in range(2)], False
 
     def __call__(
         self,
@@ -705,43 +763,86 @@ class ConvLSTM(RecurrentLayer):
     ) -> LayerOutput:
         """Run the layer on ``(batch, time, *S, C)`` (or ``(batch, time, C, *S)``) inputs;
         ``mask`` is ``(batch, time)``. Returns exactly what the emulated Keras returns."""
+        return super().__call__(inputs, initial_state, mask, training)
+
+    def call_cell(self, call: LayerCall) -> ConvLSTMCell:
+        assert isinstance(call, ConvLayerCall) and call.cell is not None
+        return call.cell
+
+    def prepare_call(
+        self,
+        inputs: ArrayLike,
+        initial_state: Any = None,
+        mask: ArrayLike | None = None,
+        training: bool | None = None,
+        copy_inputs: bool = True,
+    ) -> ConvLayerCall:
+        """The call checked, not yet run, in the loop's rows (see :class:`ConvLayerCall`)."""
         self.cell.require_built()
         if training and self.cell.dropout_active:
             raise ValueError(
                 "training=True with dropout > 0 draws random masks that a twin cannot reproduce; call with training=False"
             )
-        x = as_float_array(inputs, self.dtype, "inputs")
+        convert = as_float_array if copy_inputs else as_float_array_or_self
+        x = convert(inputs, self.dtype, "inputs")
         time_rows, bound = self._sequence_inputs(x)
-        timesteps, batch, _ = time_rows.shape
+        timesteps, batch, width = time_rows.shape
         time_mask = self._check_mask(mask, batch, timesteps)
-        states = self._starting_states(initial_state, bound, batch)
-        # Allocated batch-major, as returned; the loop writes each step through a time-major view,
-        # so the result needs one layout copy (channels_last) or none (channels_first).
-        outputs = np.empty((batch, timesteps, bound.output_size), dtype=self.dtype) if self.return_sequences else None
+        states, used_initial_state = self._starting_states(initial_state, bound, batch)
+        return ConvLayerCall(time_rows, (batch, timesteps, width), time_mask, states, None, used_initial_state, cell=bound)
+
+    def run_call(self, call: LayerCall, recorder: Recorder | None = None, keep_sequence: bool = True) -> None:
+        """Run ``call`` through the time loop (see :meth:`RecurrentLayer.run_call`); the output
+        sequence is kept time-major, in rows, and a stateful layer carries its states in Keras's layout."""
+        bound = self.call_cell(call)
+        timesteps, batch, _ = call.inputs.shape
+        outputs = None
+        if self.return_sequences and keep_sequence:
+            outputs = np.empty((timesteps, batch, bound.output_size), dtype=self.dtype)
         # tf_keras's convolutional RNN never hands zero_output_for_mask to its loop (a
         # Bidirectional sets it in vain): masked steps repeat the last output there.
         zero_output = self.zero_output_for_mask and self.keras_version == 3
         with np.errstate(over="ignore", invalid="ignore"), self.conv_cell.scratch.lend() as arrays:
-            bound._arrays, bound._reuse_projection = arrays, True
-            last_output, final_states = run_time_loop(
-                bound,
-                time_rows,
-                states,
-                time_mask,
-                self.go_backwards,
-                zero_output,
-                None if outputs is None else outputs.transpose(1, 0, 2),
-                self.backend,
-            )
-        keras_states = [bound.from_rows(s) for s in final_states]
+            # The layer's kept buffers, for this loop only; the projection reuses one buffer
+            # only in a plain call (a recorded call's cell may outlive the loop).
+            bound._arrays, bound._reuse_projection = arrays, recorder is None
+            try:
+                last_output, call.final_states = run_time_loop(
+                    bound,
+                    call.inputs,
+                    call.states,
+                    call.mask,
+                    self.go_backwards,
+                    zero_output,
+                    outputs,
+                    self.backend,
+                    recorder,
+                )
+            finally:
+                bound._arrays, bound._reuse_projection = {}, False
+        call.output = outputs if outputs is not None else last_output
         if self.stateful:
-            self._states = [s.copy() for s in keras_states]
+            self._states = [bound.from_rows(s).copy() for s in call.final_states]
             self._expected_batch_size = batch
-        output = bound.from_rows(last_output if outputs is None else outputs)
+
+    def pack_result(self, call: LayerCall) -> LayerOutput:
+        """What the emulated Keras returns, in its layout, for a call that has run."""
+        bound = self.call_cell(call)
+        assert call.output is not None
+        if call.output.ndim == 3:  # the output sequence, time-major rows
+            output = np.ascontiguousarray(bound.from_rows(call.output).swapaxes(0, 1))
+        else:
+            output = bound.from_rows(call.output)
         if not self.return_state:
             return output
-        packed = [output, *keras_states]
+        packed = [output, *(bound.from_rows(s) for s in call.final_states)]
         return tuple(packed) if self.keras_version == 3 else packed
+
+    def call_output_shape(self, call: LayerCall) -> tuple[int, ...]:
+        """The shape of the output ``call`` returns, in Keras's layout (before it has run)."""
+        timesteps, batch, _ = call.inputs.shape
+        state_shape = self.call_cell(call).state_shape(batch)
+        return (batch, timesteps, *state_shape[1:]) if self.return_sequences else state_shape
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict[str, Any]:

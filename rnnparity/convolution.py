@@ -1,7 +1,8 @@
 """The convolution arithmetic of the ConvLSTM twins (:mod:`rnnparity.conv_lstm`), NumPy only:
-TensorFlow's ``SAME`` padding, output sizes, and the windows of an input gathered as columns
-(im2col with ``sliding_window_view``) so that a convolution is one matmul; ``SameColumns``
-gathers them into buffers made once, for a convolution repeated every timestep.
+TensorFlow's ``SAME`` padding, output sizes, the windows of an input gathered as columns
+(im2col with ``sliding_window_view``) so that a convolution is one matmul, ``SameColumns``
+gathering them into buffers made once, for a convolution repeated every timestep, and the
+adjoint of im2col (col2im: columns summed back into the image) for the gradients.
 """
 
 from __future__ import annotations
@@ -93,6 +94,32 @@ def images_per_block(bytes_per_image: int, count: int, budget: int) -> int:
     """How many images of ``bytes_per_image`` (their columns and products) a block of at most
     ``budget`` bytes holds: at least one, at most ``count``."""
     return max(1, min(count, budget // max(1, bytes_per_image)))
+
+
+def col2im(
+    columns: np.ndarray,
+    image_shape: tuple[int, ...],
+    kernel_size: tuple[int, ...],
+    strides: tuple[int, ...],
+    dilation_rate: tuple[int, ...],
+    pads: tuple[tuple[int, int], ...],
+) -> np.ndarray:
+    """The adjoint of :func:`im2col`: ``columns`` ``(n, channels * prod(kernel_size), prod(out))``
+    summed back into images ``(n, *image_shape)`` (``image_shape`` = ``(channels, *spatial)``):
+    every window entry is added to the input position im2col gathered it from, and what lands
+    on the padding is dropped. With ``columns`` the gradient of im2col's result, this is the
+    gradient of its input. One strided addition per kernel offset; the result may be a view."""
+    n, channels, spatial = columns.shape[0], image_shape[0], image_shape[1:]
+    padded_size = tuple(s + before + after for s, (before, after) in zip(spatial, pads))
+    out = tuple((p - (k - 1) * d - 1) // st + 1 for p, k, d, st in zip(padded_size, kernel_size, dilation_rate, strides))
+    windows = columns.reshape(n, channels, *kernel_size, *out)
+    images = np.zeros((n, channels, *padded_size), dtype=columns.dtype)
+    every = (slice(None), slice(None))
+    for offsets in np.ndindex(*kernel_size):
+        # im2col's entry (offset k, position o) is the padded input at o * stride + k * dilation.
+        target = tuple(slice(k * d, k * d + (o - 1) * st + 1, st) for k, d, o, st in zip(offsets, dilation_rate, out, strides))
+        images[(*every, *target)] += windows[(*every, *offsets)]
+    return images[(*every, *(slice(before, before + s) for s, (before, _) in zip(spatial, pads)))]
 
 
 @dataclass(frozen=True)

@@ -365,6 +365,10 @@ class RecurrentLayer:
             self._states = [s.copy() for s in call.final_states]
             self._expected_batch_size = batch
 
+    def call_cell(self, call: LayerCall) -> RecurrentCell:
+        """The cell that runs ``call``: the layer's (a ConvLSTM's is bound to the inputs' spatial size per call)."""
+        return self.cell
+
     def pack_result(self, call: LayerCall) -> LayerOutput:
         """What the emulated Keras returns for a call that has run."""
         assert call.output is not None

@@ -4,16 +4,23 @@ A tape holds, for every timestep, what the cell's own ``recurrent_step`` recorde
 :class:`~rnnparity.cell.StepRecord` it was given (its pre-activations, the ``h`` it started
 from, LSTM's ``c`` states), and differentiates that step in reverse. There is no forward
 step here: the forward pass is the cell's, run by the layer's time loop.
+
+:class:`ConvLSTMTape` is :class:`LSTMTape` with the two matmuls replaced by convolutions:
+the same gate algebra per step, on loop rows ``(batch, filters * prod(S_out))``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Union
 
 import numpy as np
 
-from rnnparity.activation_grads import vjp_for
-from rnnparity.cell import Cell, StepRecord
+from rnnparity.activation_grads import VJP, vjp_for
+from rnnparity.activations import Activation
+from rnnparity.cell import Cell, RecurrentCell, StepRecord
+from rnnparity.conv_lstm import ConvLSTMCell
+from rnnparity.convolution import col2im, im2col
 from rnnparity.gru import RECURRENT_CANDIDATE, GRUCell
 from rnnparity.layout import gate_slice
 from rnnparity.lstm import LSTMCell
@@ -48,23 +55,32 @@ class CellTape:
     def __init__(self, cell: Cell) -> None:
         self.cell = cell
         cell.require_built()
-        assert cell.kernel_gates is not None and cell.recurrent_gates is not None
         self.gates = len(cell.step_order)
         self.blocks = cell.record_blocks  # pre-activation blocks per step (GRU: and its recurrent candidate)
+        self.d_recurrent_bias: np.ndarray | None = None
+        self._weights()
+        self.act: VJP = vjp_for(cell.activation, cell.activation_name, "activation")
+        if cell.has_recurrent_activation:
+            self.rec_act: VJP = vjp_for(cell.recurrent_activation, cell.recurrent_activation_name, "recurrent_activation")
+        self.pre = self.h_tm1 = np.empty((0, 0, 0, 0))
+        self.kept: list[tuple[np.ndarray, ...]] = []  # per timestep, what a step kept (LSTM: c_tm1, c)
+
+    def _weights(self) -> None:
+        """The transposed weights the reverse step reads, and zeroed buffers for their gradients."""
+        cell = self.cell
+        assert cell.kernel_gates is not None and cell.recurrent_gates is not None
         self.kernel_t = cell.kernel_gates.transpose(0, 2, 1)  # (gates, units, input_dim)
         self.recurrent_t = cell.recurrent_gates.transpose(0, 2, 1)
         self.d_kernel = np.zeros_like(cell.kernel_gates)
         self.d_recurrent = np.zeros_like(cell.recurrent_gates)
         self.d_input_bias = None if cell.input_bias_gates is None else np.zeros_like(cell.input_bias_gates[:, 0])
-        self.d_recurrent_bias: np.ndarray | None = None
-        self.act = vjp_for(cell.activation, cell.activation_name, "activation")
-        if cell.has_recurrent_activation:
-            self.rec_act = vjp_for(cell.recurrent_activation, cell.recurrent_activation_name, "recurrent_activation")
-        self.pre = self.h_tm1 = np.empty((0, 0, 0, 0))
-        self.kept: list[tuple[np.ndarray, ...]] = []  # per timestep, what a step kept (LSTM: c_tm1, c)
+
+    def _activate(self, function: Activation, x: np.ndarray) -> np.ndarray:
+        """``function(x)`` as the step computed it, in an array of its own (see :func:`_values`)."""
+        return _values(function, x)
 
     def allocate(self, timesteps: int, batch: int) -> None:
-        units, dtype = self.cell.units, self.cell.dtype
+        units, dtype = self.cell.output_size, self.cell.dtype
         self.pre = np.empty((self.blocks, timesteps, batch, units), dtype=dtype)
         self.h_tm1 = np.empty((timesteps, batch, units), dtype=dtype)
         self.kept = [()] * timesteps
@@ -128,19 +144,19 @@ class CellTape:
 
 
 class LSTMTape(CellTape):
-    """Pre-activations of ``i, f, o, c`` (step order); each step keeps ``c_tm1`` and ``c``."""
+    """Pre-activations of ``i, f, o, c`` (step order); each step keeps ``c_tm1`` and ``c``.
+    (:class:`ConvLSTMTape` reuses :meth:`backward`: it reads only the cell's activations.)"""
 
-    cell: LSTMCell
     recurrent_blocks = ((slice(0, 4), slice(0, 4)),)
 
     def backward(self, t: int, d_output: np.ndarray, d_states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
         cell = self.cell
         (c_tm1, c), self.kept[t] = self.kept[t], ()
         pre = self.pre[:, t]
-        ifo = _values(cell.recurrent_activation, pre[:3])
+        ifo = self._activate(cell.recurrent_activation, pre[:3])
         i, f, o = ifo
-        candidate = _values(cell.activation, pre[3])
-        activated_c = cell.activation(c)
+        candidate = self._activate(cell.activation, pre[3])
+        activated_c = self._activate(cell.activation, c)
         # h = o * activation(c), c = f * c_tm1 + i * candidate
         dh = d_output + d_states[0]
         dc = d_states[1] + self.act(c, activated_c, dh * o)
@@ -152,6 +168,105 @@ class LSTMTape(CellTape):
         pre[:3] = self.rec_act(pre[:3], ifo, d_ifo)
         pre[3] = self.act(pre[3], candidate, d_candidate)
         return pre, [self._d_h_tm1(pre), dc * f]
+
+
+class ConvLSTMTape(LSTMTape):
+    """A ConvLSTM cell bound to one call's spatial size: :meth:`LSTMTape.backward` on loop
+    rows ``(batch, F * prod(S_out))``, its matmuls replaced by convolutions.
+
+    The recurrent convolution's gradient w.r.t. ``h_tm1`` is the transposed convolution:
+    ``recurrent_rows.T`` times the gates' gradients, summed back into the image by
+    :func:`~rnnparity.convolution.col2im` (stride 1, ``same``). After the loop, the kernels'
+    gradients are the gates' gradients times the im2col columns of the inputs (of the
+    ``h_tm1`` for ``recurrent_kernel``) over all timesteps, and the inputs' gradient is
+    ``kernel_rows.T`` times them, summed back with the input convolution's strides, dilation
+    and padding. Activations that do not act element by element (``softmax``) are applied and
+    differentiated in Keras's layout, as the step applies them."""
+
+    cell: ConvLSTMCell
+
+    def __init__(self, cell: Cell) -> None:
+        assert isinstance(cell, ConvLSTMCell) and cell.geometry is not None
+        self.geometry = cell.geometry
+        super().__init__(cell)
+        if not cell.elementwise(cell.activation):
+            self.act = self._in_keras_layout(self.act)
+        if not cell.elementwise(cell.recurrent_activation):
+            self.rec_act = self._in_keras_layout(self.rec_act)
+
+    def _weights(self) -> None:
+        cell = self.cell
+        self.kernel_t = cell.kernel_rows.T  # (C * prod(K), 4F)
+        self.recurrent_t = cell.recurrent_rows.T  # (F * prod(K), 4F)
+        self.d_kernel = np.zeros_like(cell.kernel_rows)
+        self.d_recurrent = np.zeros_like(cell.recurrent_rows)
+        self.d_input_bias = None if cell.bias is None else np.zeros(4 * cell.filters, dtype=cell.dtype)
+
+    def _activate(self, function: Activation, x: np.ndarray) -> np.ndarray:
+        if self.cell.elementwise(function):
+            return _values(function, x)
+        return self.cell._apply(function, x, in_place=False)  # a new array, computed in Keras's layout
+
+    def _in_keras_layout(self, vjp: VJP) -> VJP:
+        cell = self.cell
+
+        def in_keras_layout(x: np.ndarray, y: np.ndarray, dy: np.ndarray) -> np.ndarray:
+            dx = vjp(cell.from_rows(x), cell.from_rows(y), cell.from_rows(dy))
+            return np.ascontiguousarray(cell.to_rows(np.asarray(dx, dtype=x.dtype)))
+
+        return in_keras_layout
+
+    def _by_channel(self, d: np.ndarray) -> np.ndarray:
+        """Gate-major row gradients ``(4, n, F * P)`` as the im2col matmul's ``(n, 4F, P)`` (a copy)."""
+        gates, n = d.shape[:2]
+        filters = self.cell.filters
+        return np.moveaxis(d.reshape(gates, n, filters, -1), 0, 1).reshape(n, gates * filters, -1)
+
+    def _d_h_tm1(self, pre: np.ndarray) -> np.ndarray:
+        """The gradient reaching ``h_tm1`` through the recurrent convolution (its transpose)."""
+        cell, geometry = self.cell, self.geometry
+        columns = np.matmul(self.recurrent_t, self._by_channel(pre))  # (batch, F * prod(K), P)
+        ones = (1,) * cell.rank
+        images = col2im(columns, (cell.filters, *geometry.spatial_out), cell.kernel_size, ones, ones, geometry.recurrent_pads)
+        return images.reshape(pre.shape[1], -1)
+
+    def finish(self, inputs: np.ndarray, d_inputs: np.ndarray | None) -> None:
+        """The weights' gradients and ``d_inputs[:] =`` the inputs' (time-major rows
+        ``(T, batch, C * prod(S))``), a chunk of timesteps at a time: per step the im2col
+        columns of the inputs and of ``h_tm1`` and the gates' gradients are alive."""
+        cell, geometry = self.cell, self.geometry
+        timesteps, batch, _ = inputs.shape
+        channels, filters, window = cell.input_dim or 0, cell.filters, math.prod(cell.kernel_size)
+        positions = math.prod(geometry.spatial_out)
+        width = (2 * channels * window + filters * window + 4 * filters) * positions
+        chunk = projection_chunk(timesteps, batch, width, cell.dtype.itemsize)
+        ones = (1,) * cell.rank
+        for start in range(0, timesteps, chunk):
+            steps = slice(start, start + chunk)
+            count = len(range(timesteps)[steps])
+            d = self._by_channel(self.pre[: self.gates, steps].reshape(self.gates, count * batch, -1))  # (n, 4F, P)
+            images = np.ascontiguousarray(inputs[steps]).reshape(count * batch, channels, *geometry.spatial_in)
+            columns = im2col(images, cell.kernel_size, cell.strides, cell.dilation_rate, geometry.input_pads)
+            self.d_kernel += np.tensordot(d, columns, axes=([0, 2], [0, 2]))
+            del columns
+            if self.d_input_bias is not None:
+                self.d_input_bias += d.sum(axis=(0, 2))
+            h_images = self.h_tm1[steps].reshape(count * batch, filters, *geometry.spatial_out)
+            h_columns = im2col(h_images, cell.kernel_size, ones, ones, geometry.recurrent_pads)
+            self.d_recurrent += np.tensordot(d, h_columns, axes=([0, 2], [0, 2]))
+            del h_columns
+            if d_inputs is not None:
+                d_columns = np.matmul(self.kernel_t, d)  # (n, C * prod(K), P)
+                shape = (channels, *geometry.spatial_in)
+                d_images = col2im(d_columns, shape, cell.kernel_size, cell.strides, cell.dilation_rate, geometry.input_pads)
+                d_inputs[steps] = d_images.reshape(count, batch, -1)
+
+    def weight_grads(self) -> list[np.ndarray]:
+        """``kernel``, ``recurrent_kernel`` (and ``bias``) gradients in Keras's shapes and gate order."""
+        grads = [self.cell.keras_weight(self.d_kernel), self.cell.keras_weight(self.d_recurrent)]
+        if self.d_input_bias is not None:
+            grads.append(self.cell.keras_weight(self.d_input_bias))
+        return grads
 
 
 class GRUTape(CellTape):
@@ -258,11 +373,12 @@ class StackTape:
 Tape = Union[CellTape, StackTape]
 
 
-def tape_for(cell: Cell | StackedRNNCells) -> Tape:
+def tape_for(cell: RecurrentCell) -> Tape:
     """The tape that differentiates ``cell``'s step."""
     if isinstance(cell, StackedRNNCells):
         return StackTape(cell)
     tapes: tuple[tuple[type[Cell], type[CellTape]], ...] = (
+        (ConvLSTMCell, ConvLSTMTape),
         (LSTMCell, LSTMTape),
         (GRUCell, GRUTape),
         (SimpleRNNCell, SimpleRNNTape),

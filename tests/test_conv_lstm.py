@@ -507,12 +507,3 @@ def test_explain_names_the_blocks_the_twin_uses(rank: int) -> None:
             assert row[name] == row["kernel"]
             assert np.array_equal(weight[..., start:stop], cell.gate_block(weight, row["gate"]))
         assert np.array_equal(data.weights[2][start:stop], cell.gate_block(data.weights[2], row["gate"]))
-
-
-def test_gradients_refuse_conv_lstm_by_name() -> None:
-    rng = np.random.default_rng(5)
-    layer = rnnparity.ConvLSTM2D(2, 3, padding="same", return_sequences=True)
-    layer.set_weights([rng.normal(size=shape) for shape in [(3, 3, 2, 8), (3, 3, 2, 8), (8,)]])
-    x = rng.normal(size=(1, 3, 5, 5, 2)).astype("float32")
-    with pytest.raises(TypeError, match="gradients does not cover convolutional recurrent layers yet; got ConvLSTM2D"):
-        rnnparity.gradients(layer, x, np.ones_like(layer(x)))

@@ -554,7 +554,8 @@ def test_bad_arguments_raise_naming_the_argument() -> None:
     with pytest.raises(ValueError, match=r"initial_state \(h\) must have shape \(2, 3\); got \(2, 5\)"):
         rnnparity.gradients(single, x, good[1], initial_state=[np.ones((2, 5))])
     with pytest.raises(
-        TypeError, match="layer must be an rnnparity LSTM, GRU, SimpleRNN, RNN or Bidirectional twin; got GRUCell"
+        TypeError,
+        match="layer must be an rnnparity LSTM, GRU, SimpleRNN, RNN, ConvLSTM1D/2D/3D or Bidirectional twin; got GRUCell",
     ):
         rnnparity.gradients(single.cell, x[:, 0], good[1])
 
