@@ -398,6 +398,12 @@ def gradients(
     layer with the same weights: ``tape.gradient(outputs, sources, output_gradients=output_grads)``.
     """
     if isinstance(layer, Bidirectional):
+        if isinstance(layer.forward_layer, ConvLSTM):
+            raise TypeError(
+                f"layer is a Bidirectional({type(layer.forward_layer).__name__}); rnnparity.gradients covers a "
+                "ConvLSTM1D/2D/3D on its own and Bidirectional around LSTM, GRU, SimpleRNN and RNN, not yet "
+                "Bidirectional around a ConvLSTM (its forward pass is covered)"
+            )
         return _bidirectional_gradients(layer, inputs, output_grads, initial_state, mask, training)
     if isinstance(layer, ConvLSTM):
         return _conv_lstm_gradients(layer, inputs, output_grads, initial_state, mask, training)
