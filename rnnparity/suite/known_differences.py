@@ -257,6 +257,22 @@ KNOWN_KERAS_FAILURES: tuple[KnownKerasFailure, ...] = (
         error_pattern="same nested structure",
     ),
     KnownKerasFailure(
+        id="keras3-tf-conv-lstm-channels-first-float64",
+        applies_to="ConvLSTM1D and ConvLSTM2D with data_format='channels_first', float64",
+        versions="Keras 3.15 on TensorFlow 2.21 (CPU)",
+        reason="Keras 3 hands 1-D and 2-D channels_first convolutions to TensorFlow's CPU Conv2D kernel, which has "
+        "no NCHW layout in float64 (UnimplementedError). ConvLSTM3D runs (Keras compiles it with XLA), float32 "
+        "runs, and tf_keras transposes to channels_last itself.",
+        matches=lambda config, env: (
+            env.get("keras_major") == 3
+            and env.get("keras_backend") == "tensorflow"
+            and config.get("kind") in ("conv_lstm1d", "conv_lstm2d")
+            and config.get("data_format") == "channels_first"
+            and config.get("dtype") == "float64"
+        ),
+        error_pattern="NHWC|Unimplemented",
+    ),
+    KnownKerasFailure(
         id="keras3-tf-lstm-empty-batch",
         applies_to="LSTM called on an empty batch (batch size 0), any options",
         versions="Keras 3.15 on TensorFlow 2.21",
