@@ -8,8 +8,12 @@ The default run checks the ``--quick`` sample of the family against each install
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import pathlib
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -24,6 +28,7 @@ from rnnparity.suite import check_matrix, conv_matrix, matrix, parity, report, w
 from rnnparity.suite.conv_matrix import ConvCase
 from rnnparity.suite.known_differences import expected_keras_failure, explain
 
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 both_flavors = pytest.mark.skipif(
     not all(flavor_available(f) for f in FLAVOR_MAJOR), reason="needs both keras 3 and tf_keras installed"
 )
@@ -193,8 +198,11 @@ def _check(flavor: str, case: ConvCase) -> None:
     handle = keras_handle(flavor)
     failure = expected_keras_failure(case.to_dict(), handle.environment)
     if failure is not None:
+        # Keras alone inside the check; the twin, which Keras cannot check here, against itself.
         assert_keras_still_fails(failure, handle, lambda: parity.keras_conv_results(case, handle))
-        pytest.skip(f"known Keras failure {failure.id}: {failure.reason}")
+        alone = parity.conv_twin_self_check(case, handle.backend)
+        assert alone.ok, alone.message
+        return
     result = check_matrix.run(case, handle)
     assert result.ok, result.message
     assert result.keras_outputs and all(isinstance(o, np.ndarray) for o in result.keras_outputs)
@@ -379,3 +387,37 @@ def test_check_family_conv_writes_a_conv_case(tmp_path: pathlib.Path, capsys: An
     # --family conv leaves the other families out.
     assert main(["check", "--keras", "keras3", "--family", "conv", "-k", "lstm-u"]) == 2
     assert "no case id contains 'lstm-u'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- other Keras 3 backends
+BACKEND_NEEDS = {"torch": ("torch",), "jax": ("jax",), "numpy": ("scipy",)}
+
+
+def _backend_param(backend: str, *marks: Any) -> Any:
+    missing = [name for name in BACKEND_NEEDS[backend] if importlib.util.find_spec(name) is None]
+    skip = pytest.mark.skipif(bool(missing), reason=f"the {backend} backend needs {', '.join(missing)}")
+    return pytest.param(backend, marks=[skip, *marks], id=backend)
+
+
+@pytest.mark.keras
+@pytest.mark.skipif(not flavor_available("keras3"), reason="backends are Keras 3's")
+@pytest.mark.parametrize(
+    "backend", [_backend_param("torch"), _backend_param("numpy"), _backend_param("jax", pytest.mark.slow)]
+)
+def test_check_family_conv_on_another_backend(backend: str, tmp_path: pathlib.Path) -> None:
+    """The quick conv cases under another Keras 3 backend, in a subprocess (check --backend)."""
+    path = tmp_path / "report.json"
+    command = [sys.executable, "-m", "rnnparity", "check", "--backend", backend, "--quick", "--family", "conv"]
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    done = subprocess.run(
+        [*command, "--json", str(path)], env=env, capture_output=True, text=True, check=False, timeout=900
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert f"backend {backend})" in done.stdout and "PARITY HOLDS" in done.stdout
+    data = report.load_report(str(path))
+    assert data["environment"]["keras_backend"] == backend
+    cases = data["cases"]
+    assert len(cases) == len(conv_matrix.conv_cases(3, quick=True))
+    assert {c["config"]["rank"] for c in cases} == {1, 2, 3} and {c["config"]["dtype"] for c in cases} == {"float32", "float64"}

@@ -415,3 +415,15 @@ def twin_self_check(case: Case, backend: str | None = None) -> Comparison:
             worst = result
     assert worst is not None
     return worst
+
+
+def conv_twin_self_check(case: ConvCase, backend: str | None = None) -> Comparison:
+    """:func:`twin_self_check` for a ConvLSTM case: the twin in ``case.dtype`` and in the other
+    float dtype on the same data must agree (:func:`dtype_self_check`)."""
+    data = make_conv_data(case)
+    (call,) = data.calls
+    results = {}
+    for dtype in ("float32", "float64"):
+        twin = conv_twin(case, backend=backend, weights=data.weights, overrides={"dtype": dtype})
+        results[dtype] = twin(call.inputs, initial_state=call.initial_state)
+    return dtype_self_check(results["float32"], results["float64"], case.dtype, context=f"{case.case_id} twin alone")
