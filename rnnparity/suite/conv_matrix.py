@@ -57,6 +57,10 @@ GEOMETRIES = (
 MAX_SPATIAL = {1: 8, 2: 5, 3: 4}
 ACTIVATIONS = ("tanh", "tanh", "tanh", "relu", "sigmoid", "softsign", "elu", "linear")
 RECURRENT_ACTIVATIONS = ("sigmoid", "sigmoid", "hard_sigmoid")
+# Activations whose values grow without bound (exp): with the usual inputs, three steps of a
+# ConvLSTM2D reached 5e4, where float32 rounding alone used 3x the float32 tolerance. Their
+# sweep case is float64, on smaller inputs.
+UNBOUNDED_GROWTH = ("exponential",)
 
 
 def _dims(values: tuple[int, ...]) -> str:
@@ -373,7 +377,8 @@ def activation_conv_cases(keras_version: int) -> list[ConvCase]:
                 recurrent_activation="sigmoid",
                 return_sequences=True,
                 return_state=True,
-                dtype="float64" if _seed_of(name) % 2 else "float32",
+                dtype="float64" if name in UNBOUNDED_GROWTH or _seed_of(name) % 2 else "float32",
+                input_scale=0.5 if name in UNBOUNDED_GROWTH else 1.5,
                 seed=_seed_of(key + "/data"),
                 tags=("conv-activation",),
             )
