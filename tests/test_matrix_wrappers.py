@@ -88,7 +88,7 @@ def test_quick_keeps_about_one_in_eight_of_every_wrapper() -> None:
 
 def test_check_runs_every_family() -> None:
     cases = check_matrix.all_cases(3, quick=True)
-    assert {c.family for c in cases} == set(check_matrix.family_names()) == {"layer", "wrapper"}
+    assert {c.family for c in cases} == set(check_matrix.family_names()) == {"layer", "wrapper", "conv"}
     assert [c.case_id for c in cases if c.family == "layer"] == [c.case_id for c in matrix.all_cases(3, quick=True)]
     layer, wrapper = len(matrix.all_cases(3, quick=True)), len(wrapper_matrix.wrapper_cases(3, quick=True))
     assert check_matrix.describe_counts(cases).startswith(f"{layer} single-layer (LSTM, GRU, SimpleRNN), {wrapper} wrapper (")
@@ -235,9 +235,9 @@ def _save(data: dict[str, Any], path: pathlib.Path) -> str:
 @both_flavors
 def test_reports_are_format_2_with_families(reports: dict[str, str]) -> None:
     data = report.load_report(reports["keras3"])
-    assert data["format_version"] == 2 and data["families"] == ["layer", "wrapper"]
+    assert data["format_version"] == 2 and data["families"] == ["layer", "wrapper", "conv"]
     assert {r["family"] for r in data["cases"]} == {"layer", "wrapper"}
-    assert data["summary"]["per_family"] == {"layer": 5, "wrapper": 4}
+    assert data["summary"]["per_family"] == {"layer": 5, "wrapper": 4, "conv": 0}
     wrapper = next(r for r in data["cases"] if r["family"] == "wrapper")
     assert wrapper["config"]["layers"] and wrapper["outputs_sample"]["total"] > 0
 
@@ -336,7 +336,7 @@ def test_check_writes_a_wrapper_case_into_a_format_2_report(tmp_path: pathlib.Pa
     out = capsys.readouterr().out
     assert "1 configurations: 1 wrapper (Bidirectional, RNN(cell), stacked cells)" in out and "rnn(stacked cells)" in out
     data = report.load_report(str(path))
-    assert data["families"] == ["layer", "wrapper"]
+    assert data["families"] == ["layer", "wrapper", "conv"]
     (record,) = data["cases"]
     assert record["id"] == case.case_id and record["family"] == "wrapper" and record["parity"]["ok"]
     assert record["inputs_sha256"] == report.data_checksums(wrapper_matrix.make_wrapper_data(case))["inputs_sha256"]

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 KERAS_CHOICES = ("auto", "keras3", "tf-keras")
 KERAS_HELP = "which Keras: keras3 (the keras package), tf-keras (Keras 2), or auto (what tf.keras resolves to; default)"
+# The families of rnnparity.suite.check_matrix (named here so that parsing imports no suite module).
+FAMILIES = ("layer", "wrapper", "conv")
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -46,9 +48,10 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="a smaller matrix (about 1 case in 8)")
     parser.add_argument(
         "--family",
-        choices=("layer", "wrapper"),
+        choices=FAMILIES,
         default=None,
-        help="only single-layer cases (layer) or only Bidirectional / RNN(cell) / stacked-cell cases (wrapper); default both",
+        help="only single-layer cases (layer), Bidirectional / RNN(cell) / stacked-cell cases (wrapper) or "
+        "ConvLSTM1D/2D/3D cases (conv); default all",
     )
     parser.add_argument(
         "-k", dest="select", metavar="TEXT", default=None, help="only cases whose id contains TEXT (e.g. lstm, hard_sigmoid, f64)"

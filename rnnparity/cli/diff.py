@@ -19,15 +19,21 @@ DEFAULT_SHOW = 5
 # (as printed, pattern, meaning). A test checks every part of every id in the matrix is here.
 CASE_ID_LEGEND: tuple[tuple[str, str, str], ...] = (
     ("bidirectional|rnn|stacked", r"bidirectional|rnn|stacked", "a wrapper case: Bidirectional, RNN(cell), StackedRNNCells"),
+    ("conv_lstm1d|2d|3d", r"conv_lstm[123]d", "a ConvLSTM case: ConvLSTM1D, ConvLSTM2D, ConvLSTM3D"),
     ("lstm|gru|simple_rnn", r"lstm|gru|simple_rnn", "the layer (or cell)"),
     ("a+b", r"", "in a wrapper case, the next cell of a stack, or (+bwd) Bidirectional's own backward_layer"),
     ("bwd", r"bwd", "Bidirectional's backward_layer, described after it"),
     ("merge-<mode>", r"merge|concat|sum|mul|ave|None", "Bidirectional's merge_mode"),
     ("ra|rb", r"ra|rb", "GRU reset_after True|False"),
     ("u3-d4-t5-b2", r"[udtb]\d+", "units, input_dim, timesteps, batch"),
-    ("tanh-sigmoid", r"", "activation, then recurrent_activation (LSTM, GRU)"),
+    ("filters2-ch3", r"filters\d+|ch\d+", "ConvLSTM filters and input channels"),
+    ("in6x5-k3x2", r"(in|k)\d+(x\d+)*", "ConvLSTM input spatial size and kernel_size"),
+    ("str1x2|dil2x1", r"(str|dil)\d+(x\d+)*", "ConvLSTM strides or dilation_rate, when not all 1"),
+    ("valid|same", r"valid|same", "ConvLSTM padding"),
+    ("chfirst", r"chfirst", "ConvLSTM data_format='channels_first'"),
+    ("tanh-sigmoid", r"", "activation, then recurrent_activation (LSTM, GRU, ConvLSTM)"),
     ("bias|nobias", r"bias|nobias", "use_bias"),
-    ("nufb", r"nufb", "LSTM unit_forget_bias=False"),
+    ("nufb", r"nufb", "LSTM or ConvLSTM unit_forget_bias=False"),
     ("seq0|seq1", r"seq[01]", "return_sequences"),
     ("st0|st1", r"st[01]", "return_state"),
     ("back", r"back", "go_backwards"),
@@ -101,8 +107,19 @@ def _environment_line(label: str, path: str, data: Mapping[str, Any]) -> str:
     )
 
 
-def absence_reason(config: Mapping[str, Any], case_id: str, other: Mapping[str, Any], other_label: str) -> str:
-    """Why a configuration recorded in one report is missing from ``other`` (the other report)."""
+def family_of_id(case_id: str) -> str:
+    """The family of a case, read from its id's first part (for records that do not say it)."""
+    first = case_id.split("-")[0]
+    if first in ("bidirectional", "rnn", "stacked"):
+        return "wrapper"
+    return "conv" if first.startswith("conv_lstm") else "layer"
+
+
+def absence_reason(
+    config: Mapping[str, Any], case_id: str, other: Mapping[str, Any], other_label: str, family: str | None = None
+) -> str:
+    """Why a configuration recorded in one report is missing from ``other`` (the other report);
+    ``family`` is the family its own report records (by default read from the id)."""
     from rnnparity.activations import activations_for
     from rnnparity.suite.known_differences import expected_keras_difference, expected_keras_failure
 
@@ -130,21 +147,22 @@ def absence_reason(config: Mapping[str, Any], case_id: str, other: Mapping[str, 
     select = options.get("select")
     if isinstance(select, str) and select not in case_id:
         return f"the {other_label} report was written with -k {select!r}"
-    family = options.get("family")
-    if isinstance(family, str) and family != (
-        "wrapper" if case_id.split("-")[0] in ("bidirectional", "rnn", "stacked") else "layer"
-    ):
-        return f"the {other_label} report was written with --family {family}"
+    written = options.get("family")
+    if isinstance(written, str) and written != (family or family_of_id(case_id)):
+        return f"the {other_label} report was written with --family {written}"
     if options.get("quick"):
         return f"the {other_label} report was written with --quick (about 1 case in 8)"
     return f"not in the matrix of the rnnparity that wrote the {other_label} report ({env.get('rnnparity')})"
 
 
 def _one_sided(label: str, ids: list[str], mine: Mapping[str, Any], other: Mapping[str, Any], other_label: str, show: int) -> str:
-    configs = {r["id"]: r["config"] for r in mine["cases"]}
+    records = {r["id"]: r for r in mine["cases"]}
     by_reason: dict[str, list[str]] = {}
     for case_id in ids:
-        by_reason.setdefault(absence_reason(configs[case_id], case_id, other, other_label), []).append(case_id)
+        record = records[case_id]
+        family = record.get("family") if isinstance(record.get("family"), str) else None
+        reason = absence_reason(record["config"], case_id, other, other_label, family)
+        by_reason.setdefault(reason, []).append(case_id)
     text = f"\nonly in {label} report: {len(ids)} configurations\n"
     for reason, members in sorted(by_reason.items(), key=lambda item: -len(item[1])):
         text += f"  {len(members)}: {reason}\n"

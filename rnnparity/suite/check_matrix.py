@@ -3,8 +3,8 @@
 A family is a name, a function giving its cases for one Keras version (``quick``: about one
 in eight), and a runner ``(case, handle) -> CaseResult``. Each case says its family in a
 ``family`` class attribute; reports record the families their rnnparity ran, so ``diff``
-can tell "written by a version without these cases" from "missing". To add a family (e.g.
-ConvLSTM): a NumPy-only case description with ``family``, ``case_id``, ``kind``, ``dtype``,
+can tell "written by a version without these cases" from "missing". To add a family (as
+``conv`` did): a NumPy-only case description with ``family``, ``case_id``, ``kind``, ``dtype``,
 ``keras_version``, ``seed`` and ``to_dict()``, a seeded ``make_data``-like function, a
 runner returning :class:`~rnnparity.suite.parity.CaseResult` with the Keras outputs and the
 data checksums, and one :class:`Family` line in :data:`FAMILIES`.
@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rnnparity.suite import matrix, parity, wrapper_matrix
+from rnnparity.suite import conv_matrix, matrix, parity, wrapper_matrix
 from rnnparity.suite.keras_adapter import KerasHandle
 from rnnparity.suite.matrix import CaseData
 
@@ -38,6 +38,13 @@ FAMILIES: tuple[Family, ...] = (
         wrapper_matrix.wrapper_cases,
         wrapper_matrix.make_wrapper_data,
         parity.run_wrapper_case,
+    ),
+    Family(
+        "conv",
+        "ConvLSTM (ConvLSTM1D, ConvLSTM2D, ConvLSTM3D)",
+        conv_matrix.conv_cases,
+        conv_matrix.make_conv_data,
+        parity.run_conv_case,
     ),
 )
 _BY_NAME = {family.name: family for family in FAMILIES}

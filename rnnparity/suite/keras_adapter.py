@@ -357,6 +357,16 @@ def build_layer(
     return layer
 
 
+def build_conv_lstm(
+    handle: KerasHandle, rank: int, config: dict[str, Any], input_shape: tuple[int, ...], weights: list[np.ndarray]
+) -> Any:
+    """A built Keras ``ConvLSTM{rank}D`` with ``config`` and ``weights`` (in Keras layout)."""
+    layer = getattr(handle.module.layers, f"ConvLSTM{rank}D")(**config)
+    layer.build((None, *input_shape[1:]))  # not stateful: any batch size
+    layer.set_weights(weights)
+    return layer
+
+
 def keras_cell(handle: KerasHandle, kind: str, options: dict[str, Any], dtype: str) -> Any:
     """An unbuilt Keras cell (``LSTMCell``, ``GRUCell``, ``SimpleRNNCell``) of ``kind`` with
     ``options`` (``units`` included)."""

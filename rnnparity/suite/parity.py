@@ -15,6 +15,7 @@ import numpy as np
 from rnnparity.compare import DEFAULT_TOLERANCES, Comparison, compare
 from rnnparity.rnn import RecurrentLayer, flatten_nested
 from rnnparity.suite import keras_adapter
+from rnnparity.suite.conv_matrix import ConvCase, conv_twin, make_conv_data
 from rnnparity.suite.known_differences import tolerance_for
 from rnnparity.suite.matrix import Case, make_data
 from rnnparity.suite.report import data_checksums
@@ -24,7 +25,7 @@ from rnnparity.twin_classes import TWIN_CLASSES
 
 @dataclass
 class CaseResult:
-    case: Case | WrapperCase
+    case: Case | WrapperCase | ConvCase
     ok: bool
     max_abs: float
     max_rel: float
@@ -309,6 +310,45 @@ def run_wrapper_case(
     )
 
 
+def run_conv_case(
+    case: ConvCase,
+    handle: keras_adapter.KerasHandle,
+    *,
+    twin_weights: Callable[[list[np.ndarray]], list[np.ndarray]] | None = None,
+) -> CaseResult:
+    """Feed a ConvLSTM case's seeded data to the Keras ``ConvLSTM{1,2,3}D`` and to its twin and
+    compare the output and every state, as :func:`run_case` does for single layers.
+    ``twin_weights`` deliberately corrupts the twin's weights (negative tests)."""
+    if case.keras_version != handle.keras_version:
+        raise ValueError(f"case {case.case_id} is for Keras {case.keras_version}; got {handle.describe()}")
+    data = make_conv_data(case)
+    checksums = data_checksums(data)
+    weights = twin_weights(data.weights) if twin_weights else data.weights
+    twin = conv_twin(
+        case,
+        backend=handle.backend,
+        weights=weights,
+        resolve=lambda options: keras_adapter.twin_activations(options, handle.backend),
+    )
+    (call,) = data.calls
+    layer = keras_adapter.build_conv_lstm(handle, case.rank, case.layer_kwargs(), call.inputs.shape, data.weights)
+    rtol, atol = tolerance_for(case.dtype, handle.backend, case.to_dict())
+    expected = keras_adapter.call_layer(handle, layer, call.inputs, call.initial_state)
+    actual = twin(call.inputs, initial_state=call.initial_state)
+    comparison = compare(expected, actual, dtype=case.dtype, rtol=rtol, atol=atol, context=case.case_id)
+    return CaseResult(
+        case,
+        comparison.ok,
+        comparison.max_abs,
+        comparison.max_rel,
+        comparison.message,
+        comparison.tolerance_used,
+        flatten_nested(expected),
+        checksums,
+        flatten_nested(actual),
+    )
+
+
 def keras_results(case: Case, handle: keras_adapter.KerasHandle) -> list[Any]:
     """Keras's side of :func:`run_case` alone: build the layer with ``case``'s seeded weights
     and make every call (resetting where the case resets). What a known Keras failure must
@@ -321,6 +361,15 @@ def keras_results(case: Case, handle: keras_adapter.KerasHandle) -> list[Any]:
             keras_adapter.reset_layer_state(handle, layer)
         results.append(keras_adapter.call_layer(handle, layer, call.inputs, call.initial_state, call.mask))
     return results
+
+
+def keras_conv_results(case: ConvCase, handle: keras_adapter.KerasHandle) -> Any:
+    """Keras's side of :func:`run_conv_case` alone (what a known Keras failure must keep
+    raising, with no twin code inside the call)."""
+    data = make_conv_data(case)
+    (call,) = data.calls
+    layer = keras_adapter.build_conv_lstm(handle, case.rank, case.layer_kwargs(), call.inputs.shape, data.weights)
+    return keras_adapter.call_layer(handle, layer, call.inputs, call.initial_state)
 
 
 def dtype_self_check(low: Any, high: Any, dtype: str, context: str = "") -> Comparison:
@@ -366,3 +415,15 @@ def twin_self_check(case: Case, backend: str | None = None) -> Comparison:
             worst = result
     assert worst is not None
     return worst
+
+
+def conv_twin_self_check(case: ConvCase, backend: str | None = None) -> Comparison:
+    """:func:`twin_self_check` for a ConvLSTM case: the twin in ``case.dtype`` and in the other
+    float dtype on the same data must agree (:func:`dtype_self_check`)."""
+    data = make_conv_data(case)
+    (call,) = data.calls
+    results = {}
+    for dtype in ("float32", "float64"):
+        twin = conv_twin(case, backend=backend, weights=data.weights, overrides={"dtype": dtype})
+        results[dtype] = twin(call.inputs, initial_state=call.initial_state)
+    return dtype_self_check(results["float32"], results["float64"], case.dtype, context=f"{case.case_id} twin alone")

@@ -8,8 +8,10 @@ numbers of two reports and refuses to compare configurations fed different numbe
 
 Format versions: 1 held single-layer cases only. 2 adds the families of cases
 (:mod:`rnnparity.suite.check_matrix`): the report lists the families its rnnparity ran
-(``families``) and each case names its own (``family``). Version 1 reports are read as
-reports of the ``layer`` family; other versions are refused.
+(``families``) and each case names its own (``family``). A new family (``conv``, the
+ConvLSTM cases) needs no new version: its records have the same keys, and a version 2 report
+whose ``families`` lack it was written by an rnnparity without it. Version 1 reports are
+read as reports of the ``layer`` family; other versions are refused.
 """
 
 from __future__ import annotations
