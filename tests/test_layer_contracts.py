@@ -267,6 +267,14 @@ def test_a_stack_inside_a_stack_computes_the_flat_stack_and_nests_its_states(ker
     assert_parity(flat_output, nested_output, context="output")
     assert_parity(flat_states[:5], inner_states, context="the inner stack's states")
     assert_parity(flat_states[5], lstm_states, context="the LSTM's states")
+    # Given initial states come back in the structure they were given (lists here), both Kerases.
+    gru_states = [random_states(rng, "gru", 2, 2) for _ in range(5)]
+    lstm_initial = random_states(rng, "lstm", 2, 3)
+    flat_output, *flat_states = flat(x, initial_state=[*gru_states, lstm_initial])
+    nested_output, inner_states, lstm_states = nested(x, initial_state=[gru_states, lstm_initial])
+    assert_parity(flat_output, nested_output, context="output from initial states")
+    assert all(isinstance(states, list) and len(states) == 1 for states in inner_states)
+    assert_parity(flat_states[:5], inner_states, context="the inner stack's states, given as lists")
 
 
 def test_keras2_stateful_gradients_go_to_the_carried_states_it_uses_instead_of_initial_state() -> None:
@@ -292,3 +300,51 @@ def test_keras2_stateful_gradients_go_to_the_carried_states_it_uses_instead_of_i
     assert not any(np.any(g) for g in grads["initial_state"])
     assert_parity(reference["initial_state"], grads["states"], context="carried states")
     assert_parity(reference["inputs"], grads["inputs"], context="inputs")
+
+
+def test_reset_state_refuses_states_that_do_not_fit_the_layer() -> None:
+    """A stateful layer's batch size is fixed by its first call; reset_state(states) checks the
+    states against it (and against the cells of a stack) and names what is wrong."""
+    rng = np.random.default_rng(31)
+    layer = GRU(3, stateful=True)
+    layer.set_weights(random_weights(rng, "gru", 3, 2))
+    with pytest.raises(ValueError, match=r"^states \(h\) must have shape \(-1, 3\); got \(3,\)$"):
+        layer.reset_state([np.zeros(3, np.float32)])  # no batch axis, before any call
+    layer(rng.normal(0.0, 1.5, (2, 4, 2)).astype(np.float32))
+    with pytest.raises(ValueError, match=r"^states \(h\) must have shape \(2, 3\); got \(4, 3\)$"):
+        layer.reset_state([np.zeros((4, 3), np.float32)])
+    stack = rnnparity.RNN([LSTMCell(3), GRUCell(2)], stateful=True)
+    with pytest.raises(ValueError, match=r"^states must be a list with one entry per cell"):
+        stack.reset_state([np.zeros((2, 3), np.float32)])
+
+
+@pytest.mark.parametrize(("merge_mode", "backward_activation"), [("sum", "linear"), ("ave", "linear"), ("mul", "relu")])
+def test_bidirectional_merges_overflowing_directions_quietly(merge_mode: str, backward_activation: str) -> None:
+    """Inputs near float32's limit overflow the forward direction to +inf and the backward one
+    to -inf (or to 0 through relu): the merge gives NaN, as Keras's does, without a
+    floating-point warning (warnings from rnnparity are errors in this suite)."""
+    rng = np.random.default_rng(32)
+    forward_weights = random_weights(rng, "simple_rnn", 2, 2)
+    backward_weights = random_weights(rng, "simple_rnn", 2, 2)
+    forward_weights[0] = np.abs(forward_weights[0]) + 0.5  # every input pushes the forward direction up
+    backward_weights[0] = -np.abs(backward_weights[0]) - 0.5  # and the backward one down
+    layer = Bidirectional(
+        rnnparity.SimpleRNN(2, activation="linear"),
+        merge_mode=merge_mode,
+        backward_layer=rnnparity.SimpleRNN(2, activation=backward_activation, go_backwards=True),
+    )
+    layer.set_weights(forward_weights + backward_weights)
+    x = np.full((1, 1, 2), 3e38, np.float32)
+    y, y_rev = layer.forward_layer(x), layer.backward_layer(x)
+    assert np.isposinf(y).all() and (np.isneginf(y_rev).all() if backward_activation == "linear" else not y_rev.any())
+    with np.errstate(invalid="ignore"):
+        expected = {"sum": y + y_rev, "ave": (y + y_rev) / 2, "mul": y * y_rev}[merge_mode]
+    assert np.isnan(expected).all()
+    assert_parity(expected, layer(x), context=merge_mode)
+
+
+def test_step_macs_counts_the_multiply_adds_of_one_recurrent_matmul() -> None:
+    """What rnnparity.threads bases its BLAS thread choice on: ``h_tm1 @ recurrent_kernel``,
+    ``(batch, units) @ (units, gates * units)``."""
+    for cell, gates in ((LSTMCell(8), 4), (GRUCell(8), 3), (SimpleRNNCell(8), 1)):
+        assert rnnparity.rnn.step_macs(cell, 5) == 5 * 8 * gates * 8
