@@ -1,7 +1,8 @@
 """Contracts of the compositions and the layer plumbing that the parity cases do not reach:
-setting a stateful Bidirectional's states, calls with training-only arguments, and the
-errors and descriptions users read. Mutation testing found each unchecked
-(docs/mutation.md lists which mutant each test kills)."""
+states set by hand, training-only arguments, nested stacks, configs against Keras, the
+gradients' bookkeeping, warnings, and the errors and descriptions users read. Most close a
+hole mutation testing found (docs/mutation.md names the mutants each kills); the cell
+errors and the one-timestep calls cover code of the same kind before its mutants are run."""
 
 from __future__ import annotations
 
