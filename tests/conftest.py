@@ -177,6 +177,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if long_running:
             config.hook.pytest_deselected(items=long_running)
             items[:] = [item for item in items if not item.get_closest_marker(marker)]
+    if os.environ.get("MUTANT_UNDER_TEST"):
+        # Under mutation testing (mutmut sets the variable; its runs stop at the first
+        # failure): the tests that need no Keras first, so that a mutant they kill dies
+        # before a worker starts TensorFlow. The verdict is the same in any order.
+        items.sort(key=lambda item: item.get_closest_marker("keras") is not None)
 
 
 # Environment variables that select what the suite and Keras do; a test that changes one

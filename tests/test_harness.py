@@ -289,3 +289,17 @@ def test_the_jax_float64_widening_is_needed_exactly_where_it_applies(tmp_path: P
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "jax", "JAX_ENABLE_X64": "1"}
     run = subprocess.run([sys.executable, "-c", JAX_PROBE], env=environment, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0 and run.stdout.strip().endswith("ok"), run.stdout + run.stderr[-3000:]
+
+
+def test_compare_labels_items_as_keras_names_them_and_scores_a_structure_failure() -> None:
+    """Messages name the failing item ``output``, ``h`` or ``c`` (Keras's order) by default;
+    a structure failure scores infinite, so it can never pass for a close call."""
+    x, y = np.array([0.25, -0.5]), np.array([0.25, 0.5])
+    assert compare(x, y).message.startswith("[output] MISMATCH")
+    assert compare((x, x), (y, x)).message.startswith("[output] MISMATCH")
+    assert compare((x, x), (x, y)).message.startswith("[h] MISMATCH")
+    assert compare((x, x, x), (x, x, y)).message.startswith("[c] MISMATCH")
+    failed = compare((x, x), [x, x])
+    assert (failed.ok, failed.max_abs, failed.max_rel, failed.tolerance_used) == (False, np.inf, np.inf, np.inf)
+    empty = compare((), ())
+    assert (empty.ok, empty.max_abs, empty.max_rel, empty.message) == (True, 0.0, 0.0, "match (nothing to compare)")
