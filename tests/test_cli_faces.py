@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -325,3 +326,14 @@ def test_bench_takes_class_names_and_returns_named_codes(capsys: pytest.CaptureF
     code, out, err = _run(capsys, *args, "--contenders", "twin", "--json", "-")
     assert code == EXIT_OK, err
     assert [r["kind"] for r in json.loads(out)["results"]] == ["simple_rnn"]
+
+
+def test_tensorflow_retracing_warnings_are_dropped_and_other_warnings_kept(caplog: pytest.LogCaptureFixture) -> None:
+    from rnnparity.cli.common import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    logger = logging.getLogger("tensorflow")
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        logger.warning("5 out of the last 5 calls to <function conv> triggered tf.function retracing. Tracing is expensive")
+        logger.warning("a warning TensorFlow wants read")
+    assert [r.getMessage() for r in caplog.records] == ["a warning TensorFlow wants read"]

@@ -4,6 +4,7 @@ stdout), and importing TensorFlow without its C++ start-up log lines."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -118,6 +119,7 @@ def import_tensorflow_quietly() -> None:
     written back to stderr. Without TensorFlow this does nothing: the caller's own import
     reports it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger("tensorflow").addFilter(_drop_retracing_warnings)  # added once, however often called
     if "tensorflow" in sys.modules:
         return
     import importlib.util
@@ -141,3 +143,11 @@ def import_tensorflow_quietly() -> None:
         kept = [line for line in captured.read().decode("utf-8", "replace").splitlines() if not is_tensorflow_noise(line)]
     if kept:
         sys.stderr.write("\n".join(kept) + "\n")
+
+
+def _drop_retracing_warnings(record: logging.LogRecord) -> bool:
+    """TensorFlow's "N out of the last N calls ... triggered tf.function retracing" warning:
+    Keras 3 traces its convolution once per new shape, and the ConvLSTM cases of a check have
+    many shapes by design. The advice it prints is for the author of a training loop, not for
+    someone reading a parity report; TensorFlow's other warnings still show."""
+    return "triggered tf.function retracing" not in record.getMessage()
