@@ -97,7 +97,30 @@ class _Run:
 
     @property
     def state_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """``(name, shape)`` of each state the layer returns, in Keras's layout."""
+        if isinstance(self.layer, ConvLSTM):
+            shape = self.layer.call_cell(self.call).state_shape(self.call.inputs.shape[1])
+            return [(name, shape) for name in self.layer.cell.flat_state_names]
         return [(name, s.shape) for name, s in zip(self.layer.cell.flat_state_names, self.call.states)]
+
+    def to_rows(self, array: np.ndarray) -> np.ndarray:
+        """A gradient in Keras's layout -> the time loop's rows (ConvLSTM; others are rows already)."""
+        return self.layer.call_cell(self.call).to_rows(array) if isinstance(self.layer, ConvLSTM) else array
+
+    def from_rows(self, array: np.ndarray) -> np.ndarray:
+        """The time loop's rows of a state or an output -> Keras's layout."""
+        return self.layer.call_cell(self.call).from_rows(array) if isinstance(self.layer, ConvLSTM) else array
+
+    def inputs_from_rows(self, array: np.ndarray) -> np.ndarray:
+        return self.layer.call_cell(self.call).inputs_from_rows(array) if isinstance(self.layer, ConvLSTM) else array
+
+    def keras_output(self) -> np.ndarray:
+        """The output the call kept (``keep_output``), in Keras's layout."""
+        assert self.call.output is not None
+        if not isinstance(self.layer, ConvLSTM):
+            return self.call.output
+        output = self.from_rows(self.call.output)
+        return output.swapaxes(0, 1) if self.layer.return_sequences else output  # time-major rows for a sequence
 
 
 def _prepare(layer: RecurrentLayer, inputs: Any, initial_state: Any, mask: Any, training: bool | None) -> _Run:
@@ -151,7 +174,7 @@ def _backward(run: _Run, d_output: np.ndarray, d_states: list[np.ndarray]) -> tu
             if mask is not None and not mask[t].all():
                 keep = mask[t][:, None]
                 d_step_output = np.where(keep, d_out, 0)
-                d_out = zeros if layer.zero_output_for_mask else np.where(keep, 0, d_out)
+                d_out = zeros if layer.zeroes_masked_output else np.where(keep, 0, d_out)
                 d_step_states = [np.where(keep, d, 0) for d in d_s]
                 carried: list[np.ndarray] | None = [np.where(keep, 0, d) for d in d_s]
             else:
@@ -293,13 +316,16 @@ def _bidirectional_gradients(
 
     n_forward = len(run_f.call.states)
     if wrapper.return_state:
-        d_states_f = [s.astype(forward_layer.dtype, copy=False) for s in d_returned_states[:n_forward]]
-        d_states_b = [s.astype(backward_layer.dtype, copy=False) for s in d_returned_states[n_forward:]]
+        d_states_f = [run_f.to_rows(s.astype(forward_layer.dtype, copy=False)) for s in d_returned_states[:n_forward]]
+        d_states_b = [run_b.to_rows(s.astype(backward_layer.dtype, copy=False)) for s in d_returned_states[n_forward:]]
     else:
         d_states_f = [np.zeros_like(s) for s in run_f.call.states]
         d_states_b = [np.zeros_like(s) for s in run_b.call.states]
-    d_inputs_f, d_initial_f = _backward(run_f, d_y, d_states_f)
-    d_inputs_b, d_initial_b = _backward(run_b, d_y_rev, d_states_b)
+    d_rows_f, d_initial_f = _backward(run_f, run_f.to_rows(d_y), d_states_f)
+    d_rows_b, d_initial_b = _backward(run_b, run_b.to_rows(d_y_rev), d_states_b)
+    d_inputs_f, d_inputs_b = run_f.inputs_from_rows(d_rows_f), run_b.inputs_from_rows(d_rows_b)
+    d_initial_f = [run_f.from_rows(d) for d in d_initial_f]
+    d_initial_b = [run_b.from_rows(d) for d in d_initial_b]
 
     d_inputs = d_inputs_f + d_inputs_b.astype(d_inputs_f.dtype, copy=False)
     if cast_to_wrapper:
@@ -352,9 +378,8 @@ def _unmerge(
     elif wrapper.merge_mode == "ave":  # (y + y_rev) / 2
         d_y = d_y_rev = g / g.dtype.type(2)
     else:  # mul: y * y_rev, both as merged (Keras 3 casts them to the wrapper's dtype first)
-        assert run_f.call.output is not None and run_b.call.output is not None
-        y = run_f.call.output.astype(merged_dtype, copy=False)
-        y_rev = run_b.call.output.astype(merged_dtype, copy=False)
+        y = run_f.keras_output().astype(merged_dtype, copy=False)
+        y_rev = run_b.keras_output().astype(merged_dtype, copy=False)
         if wrapper.return_sequences:
             y_rev = np.flip(y_rev, axis=time_axis)
         d_y, d_y_rev = g * y_rev, g * y
@@ -398,12 +423,6 @@ def gradients(
     layer with the same weights: ``tape.gradient(outputs, sources, output_gradients=output_grads)``.
     """
     if isinstance(layer, Bidirectional):
-        if isinstance(layer.forward_layer, ConvLSTM):
-            raise TypeError(
-                f"layer is a Bidirectional({type(layer.forward_layer).__name__}); rnnparity.gradients covers a "
-                "ConvLSTM1D/2D/3D on its own and Bidirectional around LSTM, GRU, SimpleRNN and RNN, not yet "
-                "Bidirectional around a ConvLSTM (its forward pass is covered)"
-            )
         return _bidirectional_gradients(layer, inputs, output_grads, initial_state, mask, training)
     if isinstance(layer, ConvLSTM):
         return _conv_lstm_gradients(layer, inputs, output_grads, initial_state, mask, training)

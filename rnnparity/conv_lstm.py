@@ -791,6 +791,12 @@ class ConvLSTM(RecurrentLayer):
         states, used_initial_state = self._starting_states(initial_state, bound, batch)
         return ConvLayerCall(time_rows, (batch, timesteps, width), time_mask, states, None, used_initial_state, cell=bound)
 
+    @property
+    def zeroes_masked_output(self) -> bool:
+        """tf_keras's convolutional RNN never hands ``zero_output_for_mask`` to its loop (a
+        Bidirectional sets it in vain): masked steps repeat the last output there."""
+        return self.zero_output_for_mask and self.keras_version == 3
+
     def run_call(self, call: LayerCall, recorder: Recorder | None = None, keep_sequence: bool = True) -> None:
         """Run ``call`` through the time loop (see :meth:`RecurrentLayer.run_call`); the output
         sequence is kept time-major, in rows, and a stateful layer carries its states in Keras's layout."""
@@ -799,9 +805,6 @@ class ConvLSTM(RecurrentLayer):
         outputs = None
         if self.return_sequences and keep_sequence:
             outputs = np.empty((timesteps, batch, bound.output_size), dtype=self.dtype)
-        # tf_keras's convolutional RNN never hands zero_output_for_mask to its loop (a
-        # Bidirectional sets it in vain): masked steps repeat the last output there.
-        zero_output = self.zero_output_for_mask and self.keras_version == 3
         with np.errstate(over="ignore", invalid="ignore"), self.conv_cell.scratch.lend() as arrays:
             # The layer's kept buffers, for this loop only; the projection reuses one buffer
             # only in a plain call (a recorded call's cell may outlive the loop).
@@ -813,7 +816,7 @@ class ConvLSTM(RecurrentLayer):
                     call.states,
                     call.mask,
                     self.go_backwards,
-                    zero_output,
+                    self.zeroes_masked_output,
                     outputs,
                     self.backend,
                     recorder,

@@ -337,6 +337,12 @@ class RecurrentLayer:
         states, structure, used_initial_state = self._initial_states(initial_state, batch)
         return LayerCall(x, array.shape, time_mask, states, structure, used_initial_state)
 
+    @property
+    def zeroes_masked_output(self) -> bool:
+        """Whether the time loop outputs zeros at masked steps: ``zero_output_for_mask``, as
+        the emulated Keras applies it (the backward pass follows the same rule)."""
+        return self.zero_output_for_mask
+
     def run_call(self, call: LayerCall, recorder: Recorder | None = None, keep_sequence: bool = True) -> None:
         """Run ``call`` through the time loop: sets ``call.output`` (the output sequence only
         with ``return_sequences`` and ``keep_sequence``, else the last output) and
@@ -355,7 +361,7 @@ class RecurrentLayer:
                 call.states,
                 call.mask,
                 self.go_backwards,
-                self.zero_output_for_mask,
+                self.zeroes_masked_output,
                 None if outputs is None else (outputs if self.time_major else outputs.transpose(1, 0, 2)),
                 self.backend,
                 recorder,

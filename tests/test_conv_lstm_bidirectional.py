@@ -259,3 +259,38 @@ def test_verify_and_explain_a_model_with_a_bidirectional_conv_lstm(
         assert cli.main(["explain", str(path)]) == 0
         out = capsys.readouterr().out
         assert out.count("conv_lstm2d filters=3 kernel_size=3x2 input_channels=2") == 2, out
+
+
+def _grad_params() -> list:
+    params = []
+    for flavor in FLAVOR_MAJOR:
+        values = [(flavor, rank, merge) for rank in RANKS for merge in MERGE_MODES]
+        params += flavor_params(flavor, values, [f"{flavor}-conv{r}d-merge-{m}" for _, r, m in values])
+    return params
+
+
+@pytest.mark.parametrize(("flavor", "rank", "merge_mode"), _grad_params())
+def test_bidirectional_conv_lstm_gradients_against_the_tape(flavor: str, rank: int, merge_mode: str | None) -> None:
+    """rnnparity.gradients of a Bidirectional(ConvLSTM) against tf.GradientTape over the same
+    Keras layer, float64: the inputs', the initial states' and every weight's gradient, the
+    merged output's gradient split as each merge mode splits it (mul needs both outputs)."""
+    handle = keras_handle(flavor)
+    case = _case(flavor, rank, merge_mode, "float64")
+    weights = _weights(case)
+    data = make_data(case)
+    x, mask, initial_state = data.inputs[0], data.mask, _initial_state(case)
+    keras_layer = _keras_bidirectional(handle, case, merge_mode, weights)
+    twin = _twin_bidirectional(case, merge_mode, weights)
+    returned = twin(x, initial_state=initial_state, mask=mask)
+    rng = np.random.default_rng(case.seed)
+    leaves = returned if isinstance(returned, (list, tuple)) else [returned]
+    output_grads: Any = [rng.standard_normal(leaf.shape) for leaf in leaves]
+    if not isinstance(returned, (list, tuple)):
+        output_grads = output_grads[0]
+    elif isinstance(returned, tuple):
+        output_grads = tuple(output_grads)
+    expected = keras_adapter.keras_gradients(handle, keras_layer, x, output_grads, initial_state=initial_state, mask=mask)
+    ours = rnnparity.gradients(twin, x, output_grads, initial_state=initial_state, mask=mask)
+    for key in ("inputs", "initial_state", "weights"):
+        result = compare(expected[key], ours[key], dtype="float64", context=key, check_container=False)
+        assert result.ok, f"{result.message}\nmerge_mode={merge_mode!r}, configuration: {describe(case)}"

@@ -435,14 +435,3 @@ def test_backward_memory_is_the_per_step_tape_and_chunks(monkeypatch: pytest.Mon
     bound = tape + 640 * timesteps + copies + 6 * rnn.PROJECTION_CHUNK_BYTES + 64 * 2**10
     assert tape <= peak <= bound, f"peak {peak:.0f} B, tape {tape} B, bound {bound} B"
 
-
-def test_gradients_refuse_bidirectional_conv_lstm_by_name() -> None:
-    rng = _rng("bidirectional")
-    twin = rnnparity.ConvLSTM2D(3, 3, padding="same", return_sequences=True, dtype="float64")
-    weights = [rng.standard_normal((3, 3, 2, 12)) * 0.3, rng.standard_normal((3, 3, 3, 12)) * 0.3, rng.standard_normal(12)]
-    twin.set_weights(weights)
-    wrapper = rnnparity.Bidirectional(twin, merge_mode="concat")
-    wrapper.set_weights([*twin.get_weights(), *(0.5 * w for w in twin.get_weights())])
-    x = rng.standard_normal((2, 4, 5, 5, 2))
-    with pytest.raises(TypeError, match=r"Bidirectional\(ConvLSTM2D\).*not yet"):
-        rnnparity.gradients(wrapper, x, np.ones(wrapper(x).shape))
