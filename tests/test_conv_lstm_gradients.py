@@ -434,4 +434,3 @@ def test_backward_memory_is_the_per_step_tape_and_chunks(monkeypatch: pytest.Mon
     copies = 3 * x.nbytes + 2 * output_grads.nbytes
     bound = tape + 640 * timesteps + copies + 6 * rnn.PROJECTION_CHUNK_BYTES + 64 * 2**10
     assert tape <= peak <= bound, f"peak {peak:.0f} B, tape {tape} B, bound {bound} B"
-
