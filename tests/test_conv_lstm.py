@@ -33,7 +33,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import rnnparity
-from rnnparity import conv_lstm
+from rnnparity import conv_lstm, conv_lstm_cell
 from rnnparity.compare import Comparison, compare
 
 RANKS = (1, 2, 3)
@@ -225,7 +225,7 @@ def _swap_gates(weights: list[np.ndarray], filters: int, a: str, b: str) -> list
     out = []
     for w in weights:
         w = w.copy()
-        ia, ib = conv_lstm.GATES.index(a), conv_lstm.GATES.index(b)
+        ia, ib = conv_lstm_cell.GATES.index(a), conv_lstm_cell.GATES.index(b)
         sa, sb = slice(ia * filters, (ia + 1) * filters), slice(ib * filters, (ib + 1) * filters)
         w[..., sa], w[..., sb] = w[..., sb].copy(), w[..., sa].copy()
         out.append(w)
@@ -273,8 +273,8 @@ def test_wrong_same_padding_is_caught(flavor: str, monkeypatch: pytest.MonkeyPat
     data = make_data(case)
     expected, _ = keras_results(keras_handle(flavor), case, data)
     assert compare(expected, twin_outputs(case, data), dtype=case.dtype).ok
-    honest = conv_lstm.same_padding
-    monkeypatch.setattr(conv_lstm, "same_padding", lambda *a: honest(*a)[::-1])
+    honest = conv_lstm_cell.same_padding
+    monkeypatch.setattr(conv_lstm_cell, "same_padding", lambda *a: honest(*a)[::-1])
     result = compare(expected, twin_outputs(case, data), dtype=case.dtype)
     assert not result.ok, f"mirrored same padding went unnoticed: {result.message}"
 

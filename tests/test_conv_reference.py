@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from conv_lstm_cases import ConvCase, conditioning, describe, draw_case, make_data, twin_outputs
 
-from rnnparity import conv_lstm, rnn
+from rnnparity import conv_lstm_cell, rnn
 from rnnparity.compare import assert_parity
 from rnnparity.convolution import SameColumns, im2col
 
@@ -187,7 +187,7 @@ def test_same_columns_equal_im2col_bit_for_bit(seed: int) -> None:
     kernel = tuple(int(k) for k in rng.integers(1, 6, size=rank))
     spatial = tuple(int(s) for s in rng.integers(1, 9, size=rank))
     block, channels = int(rng.integers(1, 4)), int(rng.integers(1, 5))
-    pads = tuple(conv_lstm.same_padding(s, k, 1, 1) for s, k in zip(spatial, kernel))
+    pads = tuple(conv_lstm_cell.same_padding(s, k, 1, 1) for s, k in zip(spatial, kernel))
     dtype = np.dtype(str(rng.choice(["float32", "float64"])))
     columns = SameColumns(block, channels, spatial, kernel, pads, dtype)
     ones = (1,) * rank
@@ -225,12 +225,12 @@ def test_steps_return_fresh_states_and_batch_changes_rebuild_the_buffers(rank: i
 @pytest.mark.parametrize("budget", [1, 4000])
 @pytest.mark.parametrize("seed", range(8))
 def test_blocks_of_any_size_give_the_same_bits(seed: int, budget: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The convolutions run a block of images at a time (conv_lstm.CACHE_BLOCK_BYTES); any
+    """The convolutions run a block of images at a time (conv_lstm_cell.CACHE_BLOCK_BYTES); any
     block size gives the same bits (each image is its own matmul), and the reference's values."""
     case = replace(_wide_case(seed), batch=3 + seed % 3)
     data = make_data(case)
     (whole,) = twin_outputs(case, data)
-    monkeypatch.setattr(conv_lstm, "CACHE_BLOCK_BYTES", budget)
+    monkeypatch.setattr(conv_lstm_cell, "CACHE_BLOCK_BYTES", budget)
     (blocked,) = twin_outputs(case, data)
     for expected, got in zip(whole, blocked):
         np.testing.assert_array_equal(got, expected)
@@ -254,7 +254,7 @@ def test_several_blocks_at_the_default_size(dtype: str) -> None:
     )
     rows, width = 8 * 9, 4 * 8
     per_image = (rows + width) * 24 * 24 * np.dtype(dtype).itemsize
-    assert 1 < conv_lstm.CACHE_BLOCK_BYTES // per_image < case.batch, "the case no longer needs several blocks"
+    assert 1 < conv_lstm_cell.CACHE_BLOCK_BYTES // per_image < case.batch, "the case no longer needs several blocks"
     _check(case)
 
 
@@ -289,13 +289,13 @@ def test_concurrent_calls_of_one_layer_do_not_share_buffers(monkeypatch: pytest.
     pair = [inputs[0], inputs[3][::-1].copy()]  # the same shape, different values
     expected = [layer(x) for x in pair]
     barrier = threading.Barrier(2, timeout=60)
-    step = conv_lstm.ConvLSTMCell.recurrent_step
+    step = conv_lstm_cell.ConvLSTMCell.recurrent_step
 
     def in_lockstep(self: Any, *args: Any, **kwargs: Any) -> Any:
         barrier.wait()
         return step(self, *args, **kwargs)
 
-    monkeypatch.setattr(conv_lstm.ConvLSTMCell, "recurrent_step", in_lockstep)
+    monkeypatch.setattr(conv_lstm_cell.ConvLSTMCell, "recurrent_step", in_lockstep)
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(layer, pair))
     for got, want in zip(results, expected):
