@@ -293,10 +293,18 @@ def run_wrapper_case(
         resolve=lambda options: keras_adapter.twin_activations(options, handle.backend),
     )
     layer = keras_wrapper_layer(case, handle, data.weights)
-    rtol, atol = tolerance_for(case.dtype, handle.backend, case.to_dict())
     (call,) = data.calls
     expected = keras_adapter.call_layer(handle, layer, call.inputs, call.initial_state, call.mask)
     actual = twin(call.inputs, initial_state=call.initial_state, mask=call.mask)
+    return _one_call_result(case, handle, expected, actual, checksums)
+
+
+def _one_call_result(
+    case: WrapperCase | ConvCase, handle: keras_adapter.KerasHandle, expected: Any, actual: Any, checksums: dict[str, str]
+) -> CaseResult:
+    """The result of a one-call case: Keras's and the twin's returns compared at the
+    tolerance the backend and the case's configuration call for."""
+    rtol, atol = tolerance_for(case.dtype, handle.backend, case.to_dict())
     comparison = compare(expected, actual, dtype=case.dtype, rtol=rtol, atol=atol, context=case.case_id)
     return CaseResult(
         case,
@@ -307,6 +315,7 @@ def run_wrapper_case(
         comparison.tolerance_used,
         flatten_nested(expected),
         checksums,
+        flatten_nested(actual),
     )
 
 
@@ -332,21 +341,9 @@ def run_conv_case(
     )
     (call,) = data.calls
     layer = keras_adapter.build_conv_lstm(handle, case.rank, case.layer_kwargs(), call.inputs.shape, data.weights)
-    rtol, atol = tolerance_for(case.dtype, handle.backend, case.to_dict())
     expected = keras_adapter.call_layer(handle, layer, call.inputs, call.initial_state)
     actual = twin(call.inputs, initial_state=call.initial_state)
-    comparison = compare(expected, actual, dtype=case.dtype, rtol=rtol, atol=atol, context=case.case_id)
-    return CaseResult(
-        case,
-        comparison.ok,
-        comparison.max_abs,
-        comparison.max_rel,
-        comparison.message,
-        comparison.tolerance_used,
-        flatten_nested(expected),
-        checksums,
-        flatten_nested(actual),
-    )
+    return _one_call_result(case, handle, expected, actual, checksums)
 
 
 def keras_results(case: Case, handle: keras_adapter.KerasHandle) -> list[Any]:
