@@ -76,7 +76,7 @@ import numpy as np
 from rnnparity import threads
 from rnnparity.bidirectional import Bidirectional
 from rnnparity.checks import as_float_array, as_float_array_or_self, cast_nested, flatten_nested
-from rnnparity.conv_lstm import ConvLSTM
+from rnnparity.conv_lstm import ConvLSTM, ConvLSTMCell
 from rnnparity.rnn import LayerCall, RecurrentLayer, step_macs
 from rnnparity.stacked import StackedRNNCells
 from rnnparity.tapes import Tape, tape_for
@@ -96,28 +96,37 @@ class _Run:
         return self.layer.call_output_shape(self.call)
 
     @property
+    def conv_cell(self) -> ConvLSTMCell | None:
+        """A ConvLSTM's cell bound to this call: its loop works in rows, not in Keras's layout
+        (every other layer's loop already works in Keras's layout)."""
+        return self.layer.call_cell(self.call) if isinstance(self.layer, ConvLSTM) else None
+
+    @property
     def state_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         """``(name, shape)`` of each state the layer returns, in Keras's layout."""
-        if isinstance(self.layer, ConvLSTM):
-            shape = self.layer.call_cell(self.call).state_shape(self.call.inputs.shape[1])
-            return [(name, shape) for name in self.layer.cell.flat_state_names]
-        return [(name, s.shape) for name, s in zip(self.layer.cell.flat_state_names, self.call.states)]
+        cell = self.conv_cell
+        batch = self.call.inputs.shape[1]
+        shapes = [s.shape if cell is None else cell.state_shape(batch) for s in self.call.states]
+        return list(zip(self.layer.cell.flat_state_names, shapes))
 
     def to_rows(self, array: np.ndarray) -> np.ndarray:
-        """A gradient in Keras's layout -> the time loop's rows (ConvLSTM; others are rows already)."""
-        return self.layer.call_cell(self.call).to_rows(array) if isinstance(self.layer, ConvLSTM) else array
+        """A gradient in Keras's layout -> the time loop's rows."""
+        cell = self.conv_cell
+        return array if cell is None else cell.to_rows(array)
 
     def from_rows(self, array: np.ndarray) -> np.ndarray:
         """The time loop's rows of a state or an output -> Keras's layout."""
-        return self.layer.call_cell(self.call).from_rows(array) if isinstance(self.layer, ConvLSTM) else array
+        cell = self.conv_cell
+        return array if cell is None else cell.from_rows(array)
 
     def inputs_from_rows(self, array: np.ndarray) -> np.ndarray:
-        return self.layer.call_cell(self.call).inputs_from_rows(array) if isinstance(self.layer, ConvLSTM) else array
+        cell = self.conv_cell
+        return array if cell is None else cell.inputs_from_rows(array)
 
     def keras_output(self) -> np.ndarray:
         """The output the call kept (``keep_output``), in Keras's layout."""
         assert self.call.output is not None
-        if not isinstance(self.layer, ConvLSTM):
+        if self.conv_cell is None:
             return self.call.output
         output = self.from_rows(self.call.output)
         return output.swapaxes(0, 1) if self.layer.return_sequences else output  # time-major rows for a sequence
@@ -255,31 +264,18 @@ def _state_grads(run: _Run, d_initial: list[np.ndarray], given: bool) -> dict[st
 def _layer_gradients(
     layer: RecurrentLayer, inputs: Any, output_grads: Any, initial_state: Any, mask: Any, training: bool | None
 ) -> dict[str, Any]:
+    """The gradients of one layer's call; ``output_grads`` and the results in Keras's layout
+    (a ConvLSTM's loop works in rows: they are converted on the way in and out)."""
     run = _prepare(layer, inputs, initial_state, mask, training)
     expected = [("output", run.output_shape), *(run.state_shapes if layer.return_state else [])]
-    arrays = _parse_output_grads(output_grads, layer, expected, not layer.return_state, layer.dtype)
-    d_states = arrays[1:] if layer.return_state else [np.zeros_like(s) for s in run.call.states]
-    _forward(run)
-    d_inputs, d_initial = _backward(run, arrays[0], d_states)
-    return {"inputs": d_inputs, **_state_grads(run, d_initial, initial_state is not None), "weights": run.tape.weight_grads()}
-
-
-def _conv_lstm_gradients(
-    layer: ConvLSTM, inputs: Any, output_grads: Any, initial_state: Any, mask: Any, training: bool | None
-) -> dict[str, Any]:
-    """:func:`_layer_gradients` for a ConvLSTM: ``output_grads`` in Keras's layout are turned
-    into the loop's rows, and the gradients of the inputs and states back into Keras's layout."""
-    run = _prepare(layer, inputs, initial_state, mask, training)
-    cell = layer.call_cell(run.call)
-    state_shape = cell.state_shape(run.call.inputs.shape[1])
-    expected = [("output", run.output_shape), *([("h", state_shape), ("c", state_shape)] if layer.return_state else [])]
-    arrays = [cell.to_rows(a) for a in _parse_output_grads(output_grads, layer, expected, not layer.return_state, layer.dtype)]
+    given = _parse_output_grads(output_grads, layer, expected, not layer.return_state, layer.dtype)
+    arrays = [run.to_rows(a) for a in given]
     d_states = arrays[1:] if layer.return_state else [np.zeros_like(s) for s in run.call.states]
     _forward(run)
     d_rows, d_initial = _backward(run, arrays[0], d_states)
-    d_initial = [cell.from_rows(d) for d in d_initial]
+    d_initial = [run.from_rows(d) for d in d_initial]
     return {
-        "inputs": cell.inputs_from_rows(d_rows),
+        "inputs": run.inputs_from_rows(d_rows),
         **_state_grads(run, d_initial, initial_state is not None),
         "weights": run.tape.weight_grads(),
     }
@@ -424,8 +420,6 @@ def gradients(
     """
     if isinstance(layer, Bidirectional):
         return _bidirectional_gradients(layer, inputs, output_grads, initial_state, mask, training)
-    if isinstance(layer, ConvLSTM):
-        return _conv_lstm_gradients(layer, inputs, output_grads, initial_state, mask, training)
     if isinstance(layer, RecurrentLayer):
         return _layer_gradients(layer, inputs, output_grads, initial_state, mask, training)
     raise TypeError(
